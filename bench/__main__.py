@@ -1,0 +1,48 @@
+"""Run named benchmarks, print their tables and write JSON to bench/results/NAME.json.
+
+Usage: python -m bench [all | NAME ...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+# name -> module with `run(quick: bool) -> dict`
+BENCHMARKS = {
+    "profile": "bench.bench_profile",
+}
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", default=["all"])
+    parser.add_argument("--quick", action="store_true", help="smaller repeat counts (smoke run)")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if "all" in args.names else args.names
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name])
+        started = time.time()
+        figures = module.run(quick=args.quick)
+        record = {"benchmark": name, "quick": args.quick, "host": platform.node(),
+                  "wall_s": round(time.time() - started, 1), "figures": figures}
+        out = RESULTS / f"{name}.json"
+        out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        print(f"[{name}] wrote {out} ({record['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
