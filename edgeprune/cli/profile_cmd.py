@@ -6,7 +6,7 @@ import click
 
 from ..models import parse_shape
 from .common import model_options, target_options
-from .output import FORMAT_OPTION, QUIET_OPTION, log, print_json, write_report
+from .output import FORMAT_OPTION, QUIET_OPTION, print_json, write_report
 
 
 @click.command()
@@ -29,8 +29,6 @@ def profile(model, weights, shape, allow_pickle, target, host, accept_new_host_k
         host=host, accept_new_host_key=accept_new_host_key, warmup=warmup, iterations=iterations,
         min_time_s=min_time, per_node=not no_layers,
     )
-    if not quiet and fmt != "json":
-        log(f"profiling {model} on {target} ...")
     report = run_profile(config)
     data = report.to_dict()
     write_report(data, output)

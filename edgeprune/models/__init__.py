@@ -205,6 +205,7 @@ def load_model(
         path = Path(spec)
         if not path.is_file():
             raise EdgepruneError(f"ONNX model {path} does not exist")
+        check_onnx_file(path)
         return LoadedModel(spec=spec, module=None, input_shape=shape, onnx_path=path)
     elif ".py:" in spec:
         module = _from_factory(spec)
@@ -242,6 +243,19 @@ def load_model(
         loaded.mean, loaded.std = zoo.mean, zoo.std
     check_forward(loaded)
     return loaded
+
+
+def check_onnx_file(path: Path) -> None:
+    """Fail early, with the file named, on a truncated or foreign .onnx file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as exc:
+        raise EdgepruneError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not model.graph.node:
+        raise EdgepruneError(f"{path} is not a readable ONNX model (its graph has no nodes)")
 
 
 def _guess_classes(module: object) -> int | None:
