@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.edgeprune-installed
 BENCH ?= all
 
-.PHONY: setup dev-deps test test-fast lint demo bench clean
+.PHONY: setup dev-deps remote-test-env test lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ dev-deps:
 	  fi; \
 	else echo "not root or no apt-get: install openssh-server and chromium yourself for the full suite"; fi
 
-test: setup dev-deps
+# A torch-free Python with onnxruntime for the SSH tests' "device" (cached under ~/.cache/edgeprune).
+remote-test-env: setup
+	$(PY) tests/sshd_fixture.py
+
+test: setup dev-deps remote-test-env
 	$(VENV)/bin/ruff check edgeprune profilers tests bench
 	$(PY) -m pytest -q
 
