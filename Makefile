@@ -10,7 +10,7 @@ BENCH ?= all
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" onnxslim 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import edgeprune, torch, torch_pruning, onnxruntime"
 	touch $(STAMP)
 

@@ -19,6 +19,9 @@ _API = {
     "load_target": "edgeprune.targets",
     "TargetSpec": "edgeprune.targets",
     "load_model": "edgeprune.models",
+    "load": "edgeprune.loading",
+    "inspect_path": "edgeprune.inspect",
+    "ExportConfig": "edgeprune.export",
 }
 
 __all__ = ["ConstraintNotMet", "EdgepruneError", "__version__", *_API]
