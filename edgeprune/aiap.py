@@ -84,6 +84,19 @@ class AIAPController:
         if not self.finished and self.rounds >= self.max_rounds:
             self._stop("round cap reached")
 
+    def advance(self, tried: float) -> None:
+        """The threshold `tried` selected nothing: raise T without a round to return to (counts to the cap)."""
+        self.threshold = tried
+        self.rounds += 1
+        if self.rounds >= self.max_rounds:
+            self._stop("round cap reached")
+
+    def stop(self, reason: str) -> None:
+        """End the run where it is (the caller's own stopping rule, e.g. a fixed-rate method's)."""
+        self.rounds += 1
+        self.finished = True
+        self.stop_reason = reason
+
     def _stop(self, reason: str) -> None:
         self.finished = True
         self.stop_reason = reason

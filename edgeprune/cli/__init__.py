@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COMMANDS: dict[str, str] = {
     "targets": "edgeprune.cli.targets_cmd:targets",
     "profile": "edgeprune.cli.profile_cmd:profile",
+    "prune": "edgeprune.cli.prune_cmd:prune",
     "export": "edgeprune.cli.export_cmd:export",
     "inspect": "edgeprune.cli.inspect_cmd:inspect",
 }
