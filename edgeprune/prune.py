@@ -343,8 +343,8 @@ def pick_final_round(controller: AIAPController, history: list[dict], constraint
 
 def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, history: list[dict], dense: dict,
             constraints: list[Constraint], resumed_after: list[int]) -> PruneResult:
+    from .export import ExportConfig, export_model
     from .loading import write_source
-    from .onnx_export import export_onnx
     from .pruning import build_manifest, save_pruned
 
     best = pick_final_round(controller, history, constraints)
@@ -363,7 +363,12 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
     save_pruned(model, manifest, s.run.path)
     write_source(s.run.path, s.loaded, allow_pickle=cfg.allow_pickle)
     model.eval()
-    export_onnx(model, s.loaded.input_shape, s.run.path / "model.onnx", model_name=cfg.model)
+    exported = export_model(
+        dataclasses.replace(s.loaded, module=model), s.target,
+        ExportConfig(source=cfg.model, output=str(s.run.path / "model.onnx"), target=s.target, to="onnx",
+                     data=cfg.data if str(cfg.data).endswith(".npz") else None, force=True, seed=cfg.seed),
+        manifest=manifest, log=log,
+    )
     test_acc = None
     if s.task and s.task.test is not None:
         test_acc = {"before": s.task.evaluate(s.original, s.task.test), "after": s.task.evaluate(model, s.task.test)}
@@ -398,6 +403,8 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
                    "retrain": cfg.retrain, "rounds": len(history),
                    "finetune_seconds": sum(r["seconds"]["finetune"] for r in history)},
         "final_train": final_train,
+        "artifact": {"path": str(exported.artifact), "sidecar": str(exported.sidecar),
+                     "parity": exported.to_dict().get("parity"), "latency_ms": exported.to_dict().get("latency")},
     }
     write_json_atomic(s.run.path / "report.json", report)
     result = PruneResult(output=s.run.path, report=report, met=met, binding=report["binding"])
