@@ -394,6 +394,7 @@ def _measure(target: TargetSpec, artifact: Path, input_name: str, input_shape: t
         "metric": target.metric,
         "value_ms": lat.get(target.metric),
         "latency_ms": lat,
+        "samples_ms": raw.get("samples_ms"),  # raw samples: a later check can run its statistics on them
         "settings": raw.get("settings"),
         "conditions": raw.get("conditions"),
         "remote": raw.get("remote"),

@@ -1,0 +1,182 @@
+"""Which channels remove a round's latency step: the latency policy's allocators (a registry).
+
+Candidates are, per channel group, removals of its k lowest-importance units that bring the group's
+root layer to a width on the cost table's step edges (a count that really saves latency on this target:
+between edges a GPU kernel or an overhead-bound CPU layer saves nothing). Each candidate's saving is the
+cost model's prediction for every layer the group touches (its own outputs and its consumers' inputs).
+- `ratio` (default): greedily take the step with the most latency saved per unit of importance lost —
+  the highest-cost, lowest-importance channels first — until the predicted saving covers the need.
+- `knapsack` (HALP-like): keep the most total importance subject to saving at least the need, solved by
+  dynamic programming over discretised savings, one choice per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EdgepruneError
+from .pruning import ChannelGroup
+
+
+@dataclass(frozen=True)
+class Candidate:
+    group: str
+    units: tuple[int, ...]  # unit indices removed (the lowest-scored k)
+    saving_ms: float
+    importance: float  # summed normalised scores of the removed units
+    widths: dict[str, tuple[int, int]]  # layer path -> (out, in) after this removal
+    proxy: bool = False  # saving estimated in proportion to the channels removed, not read from the table
+
+
+def _widths_after(g: ChannelGroup, removed: set[int], current: Mapping[str, tuple[int, int]]) -> dict:
+    """Every cost-modelled layer's (out, in) after removing `removed` units of group `g`."""
+    out: dict[str, tuple[int, int]] = {}
+    for (path, role), per_unit in g.index_map.items():
+        if path not in current:
+            continue
+        lost = sum(len(per_unit[u]) for u in removed)
+        o, i = out.get(path, current[path])
+        out[path] = (o - lost, i) if role == "out" else (o, i - lost)
+    return out
+
+
+def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model) -> dict[str, list[Candidate]]:
+    """Per group, the removals that land its root layer on a step edge, with predicted savings."""
+    current = dict(cost_model.current)
+    base = cost_model.predict(current)
+    found: dict[str, list[Candidate]] = {}
+    for g in groups:
+        s = np.asarray(scores[g.id], dtype=np.float64)
+        order = [int(u) for u in np.argsort(s, kind="stable")]
+        root = g.root if g.root in current else next((p for p in g.layers if p in current), None)
+        if root is None or g.size <= 1:
+            continue
+        width_now = current[root][0]
+        edges = set(cost_model.step_edges(root, "out")) if root in cost_model.layers else set()
+        per_unit = len(g.index_map[(root, "out")][0]) if (root, "out") in g.index_map else 1
+        options = []
+        for k in range(1, g.size):
+            width = width_now - k * per_unit
+            if width in edges or not edges:
+                removed = set(order[:k])
+                widths = _widths_after(g, removed, current)
+                if any(min(w) < 1 for w in widths.values()):
+                    continue
+                saving = base - cost_model.predict(widths)
+                options.append(Candidate(g.id, tuple(sorted(removed)), saving, float(s[order[:k]].sum()), widths))
+        options = [c for c in options if c.saving_ms > 0]
+        if not options:
+            options = _proxy_options(g, s, order, current, cost_model)
+        found[g.id] = options
+    return found
+
+
+def _proxy_options(g: ChannelGroup, s: np.ndarray, order: list[int], current: Mapping[str, tuple[int, int]],
+                   cost_model) -> list[Candidate]:
+    """Where the table shows no saving edge below the current width (its coarsest widths are a plateau),
+    estimate each layer's saving in proportion to the channels removed. Marked `proxy` in the report;
+    the round's real measurement then decides, as for every round."""
+    options = []
+    for k in range(1, g.size):
+        removed = set(order[:k])
+        widths = _widths_after(g, removed, current)
+        if any(min(w) < 1 for w in widths.values()):
+            continue
+        saving = 0.0
+        for path, (o, i) in widths.items():
+            o0, i0 = current[path]
+            saving += cost_model.layer_latency(path, o0, i0) * (1 - (o * i) / (o0 * i0))
+        if saving > 0:
+            options.append(Candidate(g.id, tuple(sorted(removed)), saving, float(s[order[:k]].sum()), widths,
+                                     proxy=True))
+    return options
+
+
+Allocator = Callable[[dict[str, list[Candidate]], float], dict[str, Candidate]]
+ALLOCATORS: dict[str, Allocator] = {}
+
+
+def register_allocator(name: str) -> Callable[[Allocator], Allocator]:
+    def deco(fn: Allocator) -> Allocator:
+        ALLOCATORS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_allocator("ratio")
+def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float) -> dict[str, Candidate]:
+    """Greedy: deepen the group whose next step saves the most ms per importance lost; once some step can
+    cover what is still needed, take the covering step that loses the least importance (the least pruning
+    that meets the step, so the round does not overshoot by a whole large layer)."""
+    chosen: dict[str, Candidate] = {}
+    saved = 0.0
+    while saved < need_ms:
+        remaining = need_ms - saved
+        steps = []  # (candidate, saving added, importance added, is the group's next step)
+        for gid, opts in options.items():
+            now = chosen.get(gid)
+            deeper = [c for c in opts if now is None or len(c.units) > len(now.units)]
+            for n, c in enumerate(deeper):
+                d_save = c.saving_ms - (now.saving_ms if now else 0.0)
+                if d_save > 0:
+                    steps.append((c, d_save, c.importance - (now.importance if now else 0.0), n == 0))
+        if not steps:
+            break
+        covering = [st for st in steps if st[1] >= remaining]
+        if covering:
+            best = min(covering, key=lambda st: (st[2], st[1]))[0]
+        else:
+            best = max([st for st in steps if st[3]] or steps, key=lambda st: st[1] / max(st[2], 1e-9))[0]
+        saved += best.saving_ms - (chosen[best.group].saving_ms if best.group in chosen else 0.0)
+        chosen[best.group] = best
+    return chosen
+
+
+@register_allocator("knapsack")
+def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, bins: int = 400) -> dict[str, Candidate]:
+    """Least importance lost with total predicted saving >= need (savings discretised to need/bins)."""
+    if need_ms <= 0:
+        return {}
+    unit = need_ms / bins
+    inf = float("inf")
+    cost = np.full(bins + 1, inf)  # cost[b]: least importance lost reaching saving bin b (capped at `bins`)
+    cost[0] = 0.0
+    picks: list[dict[int, Candidate | None]] = []
+    for gid in sorted(options):
+        new = cost.copy()
+        choice: dict[int, Candidate | None] = {b: None for b in range(bins + 1)}
+        for c in options[gid]:
+            step = int(c.saving_ms / unit)
+            for b in range(bins + 1):
+                if cost[b] == inf:
+                    continue
+                nb = min(bins, b + step)
+                if cost[b] + c.importance < new[nb]:
+                    new[nb] = cost[b] + c.importance
+                    choice[nb] = (b, c)  # type: ignore[assignment]
+        picks.append(choice)
+        cost = new
+    if cost[bins] == inf:  # the need cannot be covered: take the most saving reachable
+        target = max((b for b in range(bins + 1) if cost[b] < inf), default=0)
+    else:
+        target = bins
+    chosen: dict[str, Candidate] = {}
+    b = target
+    for choice in reversed(picks):
+        entry = choice.get(b)
+        if entry is not None:
+            prev, c = entry  # type: ignore[misc]
+            chosen[c.group] = c
+            b = prev
+    return chosen
+
+
+def allocate(name: str, groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model,
+             need_ms: float) -> dict[str, Candidate]:
+    if name not in ALLOCATORS:
+        raise EdgepruneError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
+    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms)

@@ -1,0 +1,147 @@
+"""The latency-sensitive policy: measured deadlines, the floor, and each round's latency step.
+
+The AIAP threshold T is read as the share of the gap between the dense latency and the deadline that
+the model should have closed: round target = dense - min(T, 1) * (dense - aim), aim sitting inside the
+slack window under the deadline. The calibrated cost model says how much the last good model must still
+lose; an allocator (allocator.py) picks the channels. Every round the real model is measured on the
+target and the cost model is corrected from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .allocator import allocate
+from .errors import EdgepruneError
+from .pruning import ChannelGroup
+
+METRIC_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+def quantile_upper_bound(samples: list[float], q: float, confidence: float = 0.95) -> float:
+    """Distribution-free upper confidence bound of the q-quantile (binomial order statistic).
+
+    The true q-quantile is at or below the returned sample value with probability >= `confidence`
+    (normal approximation of the binomial rank; exact enough for the hundreds of samples measured).
+    """
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = len(x)
+    if n == 0:
+        raise ValueError("no samples")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(confidence)
+    rank = math.ceil(n * q + z * math.sqrt(n * q * (1 - q)) + 0.5)
+    return float(x[min(n, max(1, rank)) - 1])
+
+
+def metric_value(latency: dict[str, float], samples: list[float], metric: str,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """(point estimate, upper confidence bound) of the deadline metric from one measurement."""
+    if metric == "mean":
+        x = np.asarray(samples, dtype=np.float64)
+        half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else 0.0
+        return float(x.mean()), float(x.mean() + half)
+    q = METRIC_QUANTILES[metric]
+    return float(latency[metric]), quantile_upper_bound(samples, q, confidence)
+
+
+def measure_model(loaded, module, target, *, per_node: bool = False) -> dict[str, Any]:
+    """Export and measure a model on the target; returns the profile plus the metric's bound."""
+    import dataclasses
+
+    from .profiling import profile
+
+    report = profile(dataclasses.replace(loaded, module=module), target, per_node=per_node)
+    return {"latency_ms": report.latency_ms, "samples_ms": report.samples_ms, "report": report}
+
+
+@dataclass
+class LatencyPlanner:
+    """Turns AIAP's threshold into a latency step and picks the channels through the cost model."""
+
+    cost_model: Any
+    dense_ms: float
+    deadline_ms: float
+    slack: float = 0.05
+    allocator: str = "ratio"
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def aim_ms(self) -> float:
+        return self.deadline_ms * (1 - self.slack / 2)
+
+    def round_target(self, threshold: float) -> float:
+        return self.dense_ms - min(threshold, 1.0) * (self.dense_ms - self.aim_ms)
+
+    def plan(self, threshold: float, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
+             widths_now: dict[str, tuple[int, int]]) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """The units to remove this round, and what the cost model expects of them."""
+        from .pruning import normalise_per_layer
+
+        cm = self.cost_model
+        cm.set_channels({p: w for p, w in widths_now.items() if p in cm.layers})
+        predicted_now = cm.predict()
+        target = self.round_target(threshold)
+        need = max(0.0, predicted_now - target)
+        chosen = allocate(self.allocator, groups, normalise_per_layer(scores), cm, need) if need > 0 else {}
+        merged: dict[str, tuple[int, int]] = {}
+        for c in chosen.values():
+            merged.update(c.widths)
+        predicted_after = cm.predict(merged) if merged else predicted_now
+        info = {
+            "target_ms": target, "need_ms": need, "predicted_before_ms": predicted_now,
+            "predicted_latency_ms": predicted_after,
+            "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,
+                        "importance_lost": c.importance, "proxy": c.proxy} for c in chosen.values()],
+        }
+        return {c.group: list(c.units) for c in chosen.values()}, info
+
+
+def layer_widths(model) -> dict[str, tuple[int, int]]:
+    """(out, in) of every Conv2d/Linear, the cost model's coordinates."""
+    import torch
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            out[name] = (m.out_channels, m.in_channels)
+        elif isinstance(m, torch.nn.Linear):
+            out[name] = (m.out_features, m.in_features)
+    return out
+
+
+def thinnest(model, example, scores: dict[str, np.ndarray]):
+    """The thinnest model the graph allows: every prunable group cut to its single best unit."""
+    import copy
+
+    from .pruning import PruningGraph
+
+    thin = copy.deepcopy(model)
+    graph = PruningGraph(thin, example)
+    plan = {}
+    for g in graph.groups():
+        s = np.asarray(scores.get(g.id, np.zeros(g.size)))
+        keep = int(np.argmax(s)) if len(s) == g.size else 0
+        plan[g.id] = [u for u in range(g.size) if u != keep]
+    graph.prune_many({k: v for k, v in plan.items() if v})
+    return thin
+
+
+def check_deadline_reachable(floor_ms: float, floor_upper_ms: float, deadline_ms: float, dense_ms: float,
+                             metric: str) -> None:
+    if deadline_ms < floor_ms:
+        from .errors import ConstraintNotMet
+
+        raise ConstraintNotMet(
+            f"deadline {deadline_ms} ms is below the floor: even the thinnest model the graph allows (every "
+            f"channel group cut to one channel) measures {metric} {floor_ms:.3f} ms on this target (dense "
+            f"{dense_ms:.3f} ms). Choose a deadline above {floor_upper_ms:.3f} ms, a faster target, or a "
+            "smaller architecture"
+        )
+    if deadline_ms <= 0:
+        raise EdgepruneError(f"--latency-ms must be positive, got {deadline_ms}")

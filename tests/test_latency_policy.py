@@ -1,0 +1,80 @@
+"""The latency policy end to end against a deterministic staircase runtime (no timing noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_costmodel import StaircaseRunner
+
+from edgeprune import runners
+from edgeprune.errors import ConstraintNotMet
+from edgeprune.prune import PruneConfig, prune
+
+NET = """
+from torch import nn
+
+def make():
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+"""
+
+
+class WholeModelStaircase(StaircaseRunner):
+    """The staircase runtime, answering whole-model measurements the way a profiler does."""
+
+    def __init__(self, target=None):
+        super().__init__()
+
+    def measure(self, onnx_path, *, per_node=True, extra_args=None) -> dict:
+        raw = super().measure(onnx_path, per_node=per_node, extra_args=extra_args)
+        p50 = raw["latency_ms"]["p50"]
+        samples = list(p50 * (1 + 0.001 * np.sin(np.arange(200))))  # deterministic, tiny spread
+        raw.update(kind="edgeprune.raw_profile", samples_ms=samples, memory={"peak_rss_mb": 50.0},
+                   conditions={"cpu_model": "FakeCPU", "threads": 2, "runtime_version": "1.0"})
+        raw["latency_ms"] = {"p50": float(np.median(samples)), "p90": float(np.quantile(samples, 0.9)),
+                             "p99": float(np.quantile(samples, 0.99)), "mean": float(np.mean(samples)),
+                             "std": float(np.std(samples)), "n": len(samples)}
+        return raw
+
+
+@pytest.fixture
+def fake_target(monkeypatch, tmp_path):
+    monkeypatch.setitem(runners._RUNNERS, "local", WholeModelStaircase)
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    net = tmp_path / "net.py"
+    net.write_text(NET)
+    return f"{net}:make"
+
+
+def _cfg(model, out, deadline, **kw):
+    return PruneConfig(model=model, output=str(out), shape=(1, 3, 8, 8), latency_ms=deadline, importance="l1",
+                       max_rounds=10, **kw)
+
+
+DENSE_MS = 0.05 + 0.01 * (4 * 1 + 4 * 4 + 2 * 4 + 1 * 2)  # the staircase's dense latency
+
+
+@pytest.mark.parametrize("allocator", ["ratio", "knapsack"])
+def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
+    deadline = 0.6 * DENSE_MS
+    result = prune(_cfg(fake_target, tmp_path / allocator, deadline, allocator=allocator))
+    r = result.report
+    assert r["deadline_met"] and r["final_latency_ms"]["p50"] <= deadline
+    assert r["slack"] <= 0.10  # lands just under the deadline, not far past it
+    assert r["dense_latency_ms"]["p50"] == pytest.approx(DENSE_MS, rel=0.01)
+    # every pruned conv width is a step edge of the staircase (a multiple of 16)
+    for name, width in r["channels"]["after"].items():
+        if width != r["channels"]["before"][name]:
+            assert width % 16 == 0, (name, width)
+    for rd in r["rounds"]:
+        assert {"latency_ms", "predicted_latency_ms", "groups", "prediction_error"} <= set(rd)
+        assert all({"group", "latency_saving_ms", "importance_lost"} <= set(g) for g in rd["groups"])
+
+
+def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
+    with pytest.raises(ConstraintNotMet, match="below the floor"):
+        prune(_cfg(fake_target, tmp_path / "floor", 0.02))
+    assert not (tmp_path / "floor" / "rounds").exists()
