@@ -18,7 +18,16 @@ from .aiap import AIAPController, Verdict
 from .errors import ConstraintNotMet, EdgepruneError
 from .io import write_json_atomic
 from .log import log
-from .policies import AccuracyDrop, Constraint, MemoryBudget, ParamsBudget, RoundMetrics, binding, verdict
+from .policies import (
+    AccuracyDrop,
+    Constraint,
+    LatencyBudget,
+    MemoryBudget,
+    ParamsBudget,
+    RoundMetrics,
+    binding,
+    verdict,
+)
 from .rundir import RunDir
 
 SCHEMA_VERSION = 1
@@ -58,6 +67,10 @@ class PruneConfig:
     params_reduction: float | None = None  # percent
     max_params: int | None = None
     memory_mb: float | None = None
+    latency_ms: float | None = None  # the deadline, checked on the target's metric
+    metric: str | None = None  # p50 | p90 | p99 | mean (default: the target's)
+    allocator: str = "ratio"  # ratio | knapsack
+    confidence: float = 0.95
     slack: float = 0.05
     # retraining
     finetune_epochs: int = 1
@@ -94,7 +107,8 @@ class PruneResult:
         return self.report
 
 
-def _constraints(cfg: PruneConfig, baseline_acc: float | None, dense_params: int) -> list[Constraint]:
+def _constraints(cfg: PruneConfig, baseline_acc: float | None, dense_params: int,
+                 metric: str | None = None) -> list[Constraint]:
     out: list[Constraint] = []
     if cfg.max_acc_drop is not None:
         if baseline_acc is None:
@@ -110,6 +124,10 @@ def _constraints(cfg: PruneConfig, baseline_acc: float | None, dense_params: int
         out.append(ParamsBudget(budget=cfg.max_params, slack=cfg.slack))
     if cfg.memory_mb is not None:
         out.append(MemoryBudget(budget_mb=cfg.memory_mb, slack=cfg.slack))
+    if cfg.latency_ms is not None:
+        if cfg.latency_ms <= 0:
+            raise EdgepruneError(f"--latency-ms must be positive, got {cfg.latency_ms}")
+        out.append(LatencyBudget(deadline_ms=cfg.latency_ms, slack=cfg.slack, metric=metric or "p50"))
     if not out:
         raise EdgepruneError(
             "give at least one constraint: --max-acc-drop PTS, --params-reduction PCT, --max-params N, "
@@ -168,12 +186,30 @@ class PruneSession:
     def _as_loaded(self, model):
         return dataclasses.replace(self.loaded, module=model)
 
-    def metrics(self, model) -> RoundMetrics:
+    @property
+    def metric(self) -> str:
+        return self.cfg.metric or self.target.metric
+
+    def measure_latency(self, model, per_node: bool = False) -> dict[str, Any] | None:
+        """The model as deployed (exported, on the target): statistics, the metric and its upper bound."""
+        if self.cfg.latency_ms is None:
+            return None
+        from .latency import measure_model, metric_value
+
+        m = measure_model(self.loaded, model, self.target, per_node=per_node)
+        value, upper = metric_value(m["latency_ms"], m["samples_ms"], self.metric, self.cfg.confidence)
+        m.update(value=value, upper=upper)
+        return m
+
+    def metrics(self, model, *, latency: bool = True) -> RoundMetrics:
         from .pruning import count_params_flops
 
         params, flops = count_params_flops(model, self.example)
+        lat = self.measure_latency(model) if latency else None
         return RoundMetrics(accuracy=self.evaluate(model), params=params, flops=flops,
-                            memory_mb=self.measure_memory(model))
+                            memory_mb=self.measure_memory(model),
+                            latency_ms=lat["value"] if lat else None, latency_upper_ms=lat["upper"] if lat else None,
+                            extra={"latency": lat} if lat else {})
 
     # ---- model at a round
 
@@ -231,19 +267,62 @@ def _conv_channels(model) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
+def _latency_setup(s: PruneSession, importance, calib, dense: dict) -> dict[str, Any]:
+    """Measure the dense model (per layer too), refuse a deadline under the floor, build the cost model."""
+    from .latency import check_deadline_reachable, thinnest
+    from .pruning import PruningGraph
+
+    cfg = s.cfg
+    log(f"measuring the dense model on {s.target.name} ...")
+    m = s.measure_latency(s.original, per_node=True)
+    dense.update(latency_ms=m["value"], latency_upper_ms=m["upper"], latency_stats=m["latency_ms"],
+                 layer_latency=_module_latency(m["report"]))
+    graph = PruningGraph(copy.deepcopy(s.original), s.example)
+    scores = importance.scores(graph.model, graph, graph.groups(), calib)
+    floor = s.measure_latency(thinnest(s.original, s.example, scores))
+    dense.update(floor_ms=floor["value"], floor_upper_ms=floor["upper"])
+    log(f"dense {s.metric} {m['value']:.3f} ms; floor (thinnest model) {floor['value']:.3f} ms; "
+        f"deadline {cfg.latency_ms} ms")
+    check_deadline_reachable(floor["value"], floor["upper"], cfg.latency_ms, m["value"], s.metric)
+    return dense
+
+
+def _module_latency(report) -> dict[str, float]:
+    from .plots import module_latency
+
+    return module_latency(report.layers) if report is not None else {}
+
+
+def _open_planner(s: PruneSession, dense: dict):
+    from .costmodel import CostModel
+    from .latency import LatencyPlanner
+
+    log(f"building the latency cost model on {s.target.name} (cached after the first time) ...")
+    started = time.perf_counter()
+    cm = CostModel.build(s.original, s.example, s.target)
+    log(f"cost model ready in {time.perf_counter() - started:.1f} s")
+    cm.calibrate(dense["latency_stats"]["p50"])
+    return LatencyPlanner(cm, dense["latency_ms"], s.cfg.latency_ms, s.cfg.slack, s.cfg.allocator)
+
+
 def prune(cfg: PruneConfig) -> PruneResult:
     """Prune `cfg.model` until its constraints are met (see module doc); writes everything under cfg.output."""
     import torch
 
+    from .latency import layer_widths
     from .pruning import PruningGraph, build_manifest
     from .selection import SelectionContext, auto_step, select
 
     s = PruneSession(cfg)
+    latency_mode = cfg.latency_ms is not None
     importance = _importance(cfg)
     calib = None
     if importance.requires_calibration:
         calib = (s.task.calibration_batches(cfg.calib_images) if s.task
                  else [torch.randn((cfg.calib_images,) + tuple(s.loaded.input_shape[1:]))])
+    if s.task is None:
+        log("WARNING: no --data: latency-only mode. Importance comes from random inputs and nothing is "
+            "fine-tuned, so the pruned model's ACCURACY IS UNKNOWN; fine-tune it yourself before deploying.")
 
     dense_graph = PruningGraph(copy.deepcopy(s.original), s.example)
     if not dense_graph.groups():
@@ -256,16 +335,20 @@ def prune(cfg: PruneConfig) -> PruneResult:
         state.setdefault("resumed_after", []).append(state["last_round"])
         log(f"resuming {cfg.output} after round {state['last_round']}")
     else:
-        dm = s.metrics(s.original)
+        dm = s.metrics(s.original, latency=False)  # the dense latency is measured per layer below
         dense = {"accuracy": dm.accuracy, "params": dm.params, "flops": dm.flops, "memory_mb": dm.memory_mb,
-                 "channels": _conv_channels(s.original)}
-        step = cfg.step if cfg.step is not None else auto_step(dense_graph.groups())
-        controller = AIAPController(step=step, max_rounds=cfg.max_rounds, max_retries=3)
+                 "channels": _conv_channels(s.original), "latency_ms": None}
+        default_step = 0.5 if latency_mode else auto_step(dense_graph.groups())
+        controller = AIAPController(step=cfg.step if cfg.step is not None else default_step,
+                                    max_rounds=cfg.max_rounds, max_retries=3)
         history = []
         state = {"config": cfg.to_dict(), "dense": dense, "last_round": 0}
-    constraints = _constraints(cfg, dense["accuracy"], dense["params"])
+    constraints = _constraints(cfg, dense["accuracy"], dense["params"], s.metric)
     if not s.saved_state:
-        dense_m = RoundMetrics(**{k: dense[k] for k in ("accuracy", "params", "flops", "memory_mb")})
+        if latency_mode:
+            _latency_setup(s, importance, calib, dense)
+        dense_m = RoundMetrics(**{k: dense[k] for k in ("accuracy", "params", "flops", "memory_mb", "latency_ms")},
+                               latency_upper_ms=dense.get("latency_upper_ms"))
         budgets = [c for c in constraints if c.is_budget]
         if budgets and all(c.status(dense_m) in ("met", "over") for c in budgets):
             raise EdgepruneError(f"the unpruned model already meets {', '.join(c.describe() for c in budgets)}:"
@@ -273,6 +356,11 @@ def prune(cfg: PruneConfig) -> PruneResult:
         s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
         log(f"dense: params {dense['params']:,}, FLOPs {dense['flops']:,}"
             + (f", accuracy {dense['accuracy']:.2f}" if dense["accuracy"] is not None else ""))
+    planner = _open_planner(s, dense) if latency_mode else None
+    if planner is not None:
+        for record in history:  # a resumed run re-learns the cost model's correction from what it measured
+            if record.get("latency_stats"):
+                planner.cost_model.calibrate(record["latency_stats"]["p50"], record["widths"])
 
     round_id = state["last_round"]
     while not controller.finished:
@@ -285,8 +373,12 @@ def prune(cfg: PruneConfig) -> PruneResult:
         groups = graph.groups()
         tried = controller.next_threshold() if cfg.method == "aiap" else float(controller.rounds + 1)
         scores = importance.scores(model, graph, groups, calib)
-        ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
-        plan = select(cfg.method, groups, scores, ctx)
+        plan_info: dict[str, Any] = {}
+        if planner is not None:
+            plan, plan_info = planner.plan(tried, groups, scores, layer_widths(model))
+        else:
+            ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
+            plan = select(cfg.method, groups, scores, ctx)
         t_select = time.perf_counter() - started
         if not plan:
             if cfg.method != "aiap" or all(g.size <= 1 for g in groups):
@@ -299,14 +391,23 @@ def prune(cfg: PruneConfig) -> PruneResult:
         t0 = time.perf_counter()
         train = s.finetune(model, cfg.finetune_epochs)
         t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
         m = s.metrics(model)
+        t_measure = time.perf_counter() - t0
         v, states = verdict(constraints, m)
         manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
         record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
-                               {"select": t_select, "finetune": t_train,
+                               {"select": t_select, "finetune": t_train, "measure": t_measure,
                                 "total": time.perf_counter() - started}, _conv_channels(model))
         record["base_round"] = base
         record["train"] = train
+        if planner is not None:
+            lat = m.extra["latency"]
+            widths = layer_widths(model)
+            calibration = planner.cost_model.calibrate(lat["latency_ms"]["p50"], widths)
+            record.update(plan_info, latency_ms=m.latency_ms, latency_upper_ms=m.latency_upper_ms,
+                          latency_stats=lat["latency_ms"], widths=widths,
+                          prediction_error=calibration["error"])
         s.run.write_round(round_id, model, manifest, record)
         if cfg.method != "aiap" and v == Verdict.OVERSHOOT:
             controller.stop("constraint broken")  # fixed-rate methods do not back off: the last good round wins
@@ -316,10 +417,12 @@ def prune(cfg: PruneConfig) -> PruneResult:
         state.update(last_round=round_id)
         s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
         acc = f" acc {m.accuracy:.2f}" if m.accuracy is not None else ""
+        lat_text = (f" {s.metric} {m.latency_ms:.3f} ms (predicted {plan_info['predicted_latency_ms']:.3f})"
+                    if planner is not None else "")
         log(f"round {round_id}: T={tried:.3f} removed {sum(len(i) for i in plan.values())} units, "
-            f"params {m.params:,}{acc} -> {v.value}")
+            f"params {m.params:,}{acc}{lat_text} -> {v.value}")
 
-    return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []))
+    return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []), planner)
 
 
 def pick_final_round(controller: AIAPController, history: list[dict], constraints: list[Constraint]) -> int | None:
@@ -341,8 +444,36 @@ def pick_final_round(controller: AIAPController, history: list[dict], constraint
     return controller.restart_from()
 
 
+def _final_latency(s: PruneSession, model, exported, dense: dict, planner, history: list[dict]) -> dict:
+    """The deployable artifact measured afresh on the target, per layer too; the deadline decided on it."""
+    from .latency import metric_value
+
+    lat = exported.latency or {}
+    if not lat.get("samples_ms"):
+        raise EdgepruneError("the exported artifact has no latency measurement to check the deadline against")
+    value, upper = metric_value(lat["latency_ms"], lat["samples_ms"], s.metric, s.cfg.confidence)
+    per_layer = s.measure_latency(model, per_node=True)
+    errors = [r["prediction_error"] for r in history if r.get("prediction_error") is not None]
+    return {
+        "deadline_ms": s.cfg.latency_ms,
+        "metric": s.metric,
+        "confidence": s.cfg.confidence,
+        "deadline_met": upper <= s.cfg.latency_ms,
+        "final_latency_ms": {k: lat["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std", "n")},
+        "final_metric_ms": value,
+        "final_metric_upper_ms": upper,
+        "slack": (s.cfg.latency_ms - value) / s.cfg.latency_ms,
+        "dense_latency_ms": dense.get("latency_stats"),
+        "floor_ms": dense.get("floor_ms"),
+        "layer_latency": {"before": dense.get("layer_latency", {}), "after": _module_latency(per_layer["report"])},
+        "cost_model": {"prediction_errors": errors,
+                       "mean_abs_error": sum(abs(e) for e in errors) / len(errors) if errors else None,
+                       "build": planner.cost_model.info},
+    }
+
+
 def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, history: list[dict], dense: dict,
-            constraints: list[Constraint], resumed_after: list[int]) -> PruneResult:
+            constraints: list[Constraint], resumed_after: list[int], planner=None) -> PruneResult:
     from .export import ExportConfig, export_model
     from .loading import write_source
     from .pruning import build_manifest, save_pruned
@@ -355,7 +486,7 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
         )
     model, steps = s.model_at(best)
     final_train = s.finetune(model, cfg.final_epochs)
-    m = s.metrics(model)
+    m = s.metrics(model, latency=False)
     _, states = verdict(constraints, m)
     manifest = build_manifest(s.original, model, steps, s.example)
     if any(states[c.name] == "over" for c in constraints if not c.is_budget):
@@ -372,6 +503,9 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
     test_acc = None
     if s.task and s.task.test is not None:
         test_acc = {"before": s.task.evaluate(s.original, s.task.test), "after": s.task.evaluate(model, s.task.test)}
+    latency_report = _final_latency(s, model, exported, dense, planner, history) if planner is not None else {}
+    if latency_report:
+        states["latency"] = "met" if latency_report["deadline_met"] else "below"
     budgets_met = all(states[c.name] in ("met", "over") for c in constraints if c.is_budget)
     acc_ok = all(states[c.name] != "over" for c in constraints if not c.is_budget)
     met = budgets_met and acc_ok
@@ -403,10 +537,14 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
                    "retrain": cfg.retrain, "rounds": len(history),
                    "finetune_seconds": sum(r["seconds"]["finetune"] for r in history)},
         "final_train": final_train,
+        **latency_report,
         "artifact": {"path": str(exported.artifact), "sidecar": str(exported.sidecar),
                      "parity": exported.to_dict().get("parity"), "latency_ms": exported.to_dict().get("latency")},
     }
     write_json_atomic(s.run.path / "report.json", report)
+    from .html_report import write_html_report
+
+    log(f"report: {write_html_report(s.run.path)}")
     result = PruneResult(output=s.run.path, report=report, met=met, binding=report["binding"])
     if not met:
         raise ConstraintNotMet(f"constraints not all met ({', '.join(report['binding'])} binding); "

@@ -39,6 +39,13 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--params-reduction", type=float, help="at least this percentage fewer parameters")
 @click.option("--max-params", type=int, help="at most this many parameters")
 @click.option("--memory-mb", type=float, help="at most this peak memory measured on the target")
+@click.option("--latency-ms", type=float, help="deadline: the target's latency metric must be at or under this")
+@click.option("--metric", type=click.Choice(["p50", "p90", "p99", "mean"]),
+              help="latency metric the deadline is checked on (default: the target's, p50 unless set)")
+@click.option("--allocator", type=click.Choice(["ratio", "knapsack"]), default="ratio", show_default=True,
+              help="ratio: highest latency saved per importance lost first; knapsack: most importance kept")
+@click.option("--confidence", default=0.95, show_default=True,
+              help="the deadline holds only when this upper confidence bound of the metric is under it")
 @click.option("--slack", default=0.05, show_default=True, help="how far under a budget still counts as met")
 @click.option("--finetune-epochs", default=1, show_default=True, help="fine-tuning epochs per round")
 @click.option("--final-epochs", default=0, show_default=True, help="fine-tuning epochs after the last round")
@@ -58,7 +65,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @QUIET_OPTION
 def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key, warmup, iterations, min_time,
           data, val_data, test_data, mean, std, importance, importance_p, calib_images, aggregate, method,
-          weighting, fraction, step, max_rounds, max_acc_drop, params_reduction, max_params, memory_mb, slack,
+          weighting, fraction, step, max_rounds, max_acc_drop, params_reduction, max_params, memory_mb, latency_ms, metric, allocator, confidence, slack,
           finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
           max_batches, seed, output, resume, force, fmt, quiet) -> None:
     """Prune MODEL's filters until the constraints hold; write the pruned model, ONNX and report to -o."""
@@ -72,7 +79,8 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
         val_data=val_data, test_data=test_data, mean=_floats(mean), std=_floats(std), importance=importance,
         importance_p=importance_p, calib_images=calib_images, aggregate=aggregate, method=method,
         weighting=weighting, fraction=fraction, step=step, max_rounds=max_rounds, max_acc_drop=max_acc_drop,
-        params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb, slack=slack,
+        params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb, latency_ms=latency_ms,
+        metric=metric, allocator=allocator, confidence=confidence, slack=slack,
         finetune_epochs=finetune_epochs, final_epochs=final_epochs, train_limit=train_limit,
         batch_size=batch_size, lr=lr, retrain=retrain, rewind_snapshot=rewind_snapshot,
         rewind_epoch=rewind_epoch, max_batches=max_batches, seed=seed, resume=resume, force=force,
@@ -85,6 +93,10 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
     else:
         acc = r["accuracy"]
         acc_text = f", accuracy {acc['before']:.2f} -> {acc['after']:.2f}" if acc["before"] is not None else ""
+        if r.get("deadline_ms") is not None:
+            fl = r["final_latency_ms"]
+            click.echo(f"latency {r['metric']}: {r['dense_latency_ms'][r['metric']]:.3f} -> {fl[r['metric']]:.3f} ms "
+                       f"(upper bound {r['final_metric_upper_ms']:.3f}) vs deadline {r['deadline_ms']} ms")
         click.echo(f"{'PASSED' if result.met else 'FAILED'}: params {r['params']['before']:,} -> "
                    f"{r['params']['after']:,} ({r['compression_ratio']:.2f}x), FLOPs {r['flops']['before']:,} -> "
                    f"{r['flops']['after']:,}{acc_text}; {len(r['rounds'])} rounds; report {result.output}/report.json")
