@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "prune": "edgeprune.cli.prune_cmd:prune",
     "export": "edgeprune.cli.export_cmd:export",
     "inspect": "edgeprune.cli.inspect_cmd:inspect",
+    "check": "edgeprune.cli.check_cmd:check",
 }
 
 
