@@ -39,7 +39,7 @@ lint: setup
 	$(VENV)/bin/ruff check edgeprune profilers tests bench
 
 demo: setup
-	$(VENV)/bin/edgeprune profile zoo:cifar_resnet20 --target cpu
+	$(VENV)/bin/edgeprune demo --force
 
 bench: setup
 	$(PY) -m bench $(BENCH)

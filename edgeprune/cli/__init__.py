@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "export": "edgeprune.cli.export_cmd:export",
     "inspect": "edgeprune.cli.inspect_cmd:inspect",
     "check": "edgeprune.cli.check_cmd:check",
+    "demo": "edgeprune.cli.demo_cmd:demo",
 }
 
 

@@ -65,9 +65,26 @@ def _cifar(depth: int) -> Callable[[], object]:
     return make
 
 
+def _lenet5() -> object:
+    from .lenet import lenet5
+
+    return lenet5()
+
+
 ZOO: dict[str, ZooEntry] = {
-    f"cifar_resnet{d}": ZooEntry(_cifar(d), (1, 3, 32, 32), 10) for d in (20, 32, 44, 56)
+    **{f"cifar_resnet{d}": ZooEntry(_cifar(d), (1, 3, 32, 32), 10) for d in (20, 32, 44, 56)},
+    "lenet5": ZooEntry(_lenet5, (1, 1, 28, 28), 10, mean=(0.1307,), std=(0.3081,)),
 }
+
+
+def _digits_cnn() -> object:
+    from .digits_cnn import make_demo_net
+
+    return make_demo_net()
+
+
+# The demo's network: 8x8 grey digits at batch 32 (compute-bound enough to be worth pruning).
+ZOO["digits_cnn"] = ZooEntry(_digits_cnn, (32, 1, 8, 8), 10, mean=(0.0,), std=(1.0,))
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
