@@ -16,6 +16,8 @@ from pathlib import Path
 # name -> module with `run(quick: bool) -> dict`
 BENCHMARKS = {
     "profile": "bench.bench_profile",
+    "prune_methods": "bench.bench_prune_methods",
+    "lenet": "bench.bench_lenet",
 }
 
 RESULTS = Path(__file__).parent / "results"

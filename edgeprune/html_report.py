@@ -500,7 +500,7 @@ def _size(path: Path) -> str:
     if path.is_dir():
         return f"{sum(1 for _ in path.iterdir())} entries"
     n = path.stat().st_size
-    return next(f"{n / s:.1f} {u}" for u, s in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1)) if n >= s or u == "B")
+    return next((f"{n / s:.1f} {u}" for u, s in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if n >= s), f"{n} B")
 
 
 def _artifacts(report: dict[str, Any], run_dir: Path) -> str:

@@ -28,6 +28,7 @@ def targets(profiles: tuple[str, ...], fmt: str) -> None:
         print_json(rows)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="edgeprune targets")
@@ -35,5 +36,5 @@ def targets(profiles: tuple[str, ...], fmt: str) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], r["runtime"], r["precision"], str(r["threads"] or "all"), r["metric"],
-                      "yes" if r["usable"] else "no", r["why"])
+                      "yes" if r["usable"] else "no", escape(r["why"]))
     Console(width=140).print(table)
