@@ -62,7 +62,7 @@ def latency_before_after(report: dict[str, Any]) -> tuple[float | None, float | 
     if before is None:
         before = _as_ms(report.get("dense_latency_ms"), metric)
     if after is None:
-        after = _as_ms(final_latency_stats(report), metric)
+        after = _as_ms(report.get("final_metric_ms"), metric) or _as_ms(final_latency_stats(report), metric)
     return before, after
 
 
@@ -213,7 +213,12 @@ def _headline(report: dict[str, Any]) -> str:
     parts = _constraint_summary(report)
     if deadline is not None:
         verdict = "Deadline met" if met else "Deadline NOT met"
-        parts.insert(0, f"{metric} {fmt_ms(after)} ms {'≤' if after is not None and after <= deadline else '>'} "
+        upper = report.get("final_metric_upper_ms")
+        decided = upper if upper is not None else after  # the deadline is decided on the upper bound
+        bound = (f" (upper {report.get('confidence', 0.95) * 100:.0f}% bound {fmt_ms(upper)} ms)"
+                 if upper is not None else "")
+        parts.insert(0, f"{metric} {fmt_ms(after)} ms{bound} "
+                        f"{'≤' if decided is not None and decided <= deadline else '>'} "
                         f"{fmt_ms(deadline)} ms on {(report.get('target') or {}).get('name', 'the target')}")
     else:
         verdict = "Constraints met" if met else "Constraints NOT met"
@@ -434,6 +439,9 @@ def _conditions(report: dict[str, Any]) -> str:
         ("Threads", settings.get("threads", target.get("threads"))),
         ("Graph optimisation", target.get("graph_optimization_level")),
         ("Latency metric", _metric(report)), ("Host", target.get("host") or "this machine"),
+        ("Latency floor", f"{fmt_ms(report['floor_ms'])} ms (the thinnest model the graph allows, measured)"
+         if report.get("floor_ms") is not None else None),
+        ("Cost model", _cost_model_text(report.get("cost_model"))),
         ("Measurement", f"{measure.get('warmup', '?')} warm-up runs, ≥ {measure.get('iterations', '?')} timed "
                         f"runs and ≥ {measure.get('min_time_s', '?')} s") if measure else None,
     ])
@@ -453,6 +461,14 @@ def _conditions(report: dict[str, Any]) -> str:
                     + "".join(f"<td>{fmt_ms(stats[k])} ms</td>" for k in keys)
                     + f"<td>{_num(stats.get('n'))}</td></tr></table>")
     return f'<div class="two">{left}{right}</div>{stat_row}'
+
+
+def _cost_model_text(cm: dict[str, Any] | None) -> str | None:
+    if not cm or cm.get("mean_abs_error") is None:
+        return None
+    n = len(cm.get("prediction_errors") or [])
+    return (f"predictions off by {cm['mean_abs_error'] * 100:.0f}% on average over {n} measured round(s) "
+            "(|predicted − measured| / measured; corrected after every round)")
 
 
 def _configuration(report: dict[str, Any]) -> str:

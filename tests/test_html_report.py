@@ -74,7 +74,9 @@ def latency_report() -> dict:
         "channels": {"before": dict(_WIDTHS), "after": channels_after},
         "budget": {"finetune_epochs": 1, "final_epochs": 0, "train_limit": None, "batch_size": 128, "lr": 0.01,
                    "retrain": "finetune", "rounds": 4, "finetune_seconds": 84.0},
-        "deadline_ms": 1.2, "metric": "p50", "deadline_met": True,
+        "deadline_ms": 1.2, "metric": "p50", "deadline_met": True, "confidence": 0.95,
+        "final_metric_ms": 1.16, "final_metric_upper_ms": 1.18, "floor_ms": 0.21,
+        "cost_model": {"prediction_errors": [-0.04, 0.11, 0.03, 0.01], "mean_abs_error": 0.0475},
         "latency_ms": {"before": 2.40, "after": 1.16}, "final_latency_ms": _stats(1.16),
         "layer_latency": {"before": layer_before, "after": layer_after},
         "artifact": {"path": "run/model.onnx", "sidecar": "run/model.onnx.json",
@@ -92,7 +94,8 @@ def latency_report() -> dict:
 def params_report() -> dict:
     """The same run as a params-budget run with no latency fields at all (the pre-latency schema)."""
     r = latency_report()
-    for key in ("deadline_ms", "metric", "deadline_met", "latency_ms", "final_latency_ms", "layer_latency"):
+    for key in ("deadline_ms", "metric", "deadline_met", "latency_ms", "final_latency_ms", "layer_latency",
+                "confidence", "final_metric_ms", "final_metric_upper_ms", "floor_ms", "cost_model"):
         r.pop(key)
     r["config"].update(latency_ms=None, params_reduction=50)
     r["constraints"] = ["params <= 136,237"]
@@ -129,7 +132,8 @@ def test_latency_report_has_every_part(tmp_path):
     srcs = _imgs(page)
     assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
     text = _text(page)
-    assert "Deadline met" in text and "p50 1.16 ms ≤ 1.20 ms" in text
+    assert "Deadline met" in text and "p50 1.16 ms (upper 95% bound 1.18 ms) ≤ 1.20 ms" in text
+    assert "predictions off by 5% on average over 4 measured round(s)" in text and "0.210 ms" in text
     assert "2.40 → 1.16 ms" in text and "2.07× faster" in text  # before -> after, speed-up
     assert "−59.6%" in text  # params 272,474 -> 110,000
     assert "91.60 → 90.60 %" in text
@@ -164,10 +168,12 @@ def test_without_latency_fields_falls_back_to_params_and_channels(tmp_path):
 
 def test_missed_deadline_and_unmeasured_accuracy_are_flagged(tmp_path):
     r = latency_report()
-    r.update(met=False, deadline_met=False, binding=["latency"], latency_ms={"before": 2.4, "after": 1.31})
+    r.update(met=False, deadline_met=False, binding=["latency"], latency_ms={"before": 2.4, "after": 1.31},
+             final_metric_upper_ms=1.33)
     r["accuracy"]["after"] = None
     text = _text(write_html_report(_run_dir(tmp_path, r)).read_text())
-    assert "Deadline NOT met" in text and "1.31 ms > 1.20 ms" in text and "binding: latency" in text
+    assert "Deadline NOT met" in text and "1.31 ms (upper 95% bound 1.33 ms) > 1.20 ms" in text
+    assert "binding: latency" in text
     assert "not measured" in text
 
 
