@@ -18,6 +18,8 @@ BENCHMARKS = {
     "profile": "bench.bench_profile",
     "prune_methods": "bench.bench_prune_methods",
     "lenet": "bench.bench_lenet",
+    "check": "bench.bench_check",
+    "costmodel": "bench.bench_costmodel",
 }
 
 RESULTS = Path(__file__).parent / "results"
