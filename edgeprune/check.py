@@ -26,6 +26,7 @@ RESULT_KIND = "edgeprune.check"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 RUN_DIR_MODEL = "model.onnx"
 DEFAULT_BLOCKS = 6
+BUSY_SHARE = 0.25  # above this share of slow iterations (> 2x the fastest tenth) a note warns of a busy machine
 
 # Conditions two measurements must share to be compared (dotted = nested). Hostname is deliberately not
 # here: CI runners of one kind differ in name only.
@@ -49,6 +50,7 @@ class CheckConfig:
     metric: str | None = None  # None: the target's metric
     alpha: float = stats.DEFAULT_ALPHA
     blocks: int = DEFAULT_BLOCKS
+    max_blocks: int | None = None  # None: 3 x blocks; rounds are added only while the verdict is inconclusive
     update_baseline: bool = False
     weights: str | None = None
     baseline_weights: str | None = None
@@ -93,6 +95,7 @@ class CheckResult:
     regression: stats.RegressionDecision | None = None
     layer_changes: list[dict[str, Any]] = field(default_factory=list)
     condition_differences: list[dict[str, Any]] = field(default_factory=list)  # ignored on request
+    noise: dict[str, float] = field(default_factory=dict)  # share of iterations > 2x the fastest tenth
     baseline_written: str | None = None
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
@@ -117,10 +120,9 @@ class CheckResult:
         conf = f"{(1 - self._alpha()) * 100:g}%"
         if self.regression is not None:
             r = self.regression
-            p = f", Mann-Whitney p={r.p_value:.2g}" if r.p_value is not None else ""
             parts.append(
                 f"vs baseline {r.baseline_ms:.4g} ms: {_pct(r.change)} ({conf} lower bound {_pct(r.ratio_ci[0] - 1)}, "
-                f"limit {_pct(r.limit_ratio - 1)}{p}) {r.verdict}"
+                f"limit {_pct(r.limit_ratio - 1)}) {r.verdict}"
             )
         if self.budget is not None:
             b = self.budget
@@ -162,6 +164,7 @@ class CheckResult:
             },
             "conditions": self.candidate["target"].get("conditions"),
             "condition_differences_ignored": self.condition_differences,
+            "noise": self.noise,
             "budget": self.budget.to_dict() if self.budget else None,
             "regression": self.regression.to_dict() if self.regression else None,
             "layer_changes": self.layer_changes,
@@ -362,40 +365,55 @@ def _block_target(spec: TargetSpec, blocks: int) -> TargetSpec:
     return spec.with_measure(iterations=max(5, math.ceil(m.iterations / blocks)), min_time_s=m.min_time_s / blocks)
 
 
-def measure_interleaved(subjects: list[_Subject], spec: TargetSpec, *, blocks: int, per_node: bool,
-                        progress: Callable[[str], None] | None = None) -> list[Measurement]:
-    """Measure the subjects in `blocks` alternating rounds (A B, B A, ...), so slow drift of the machine
-    reaches all of them alike; per-layer times come from the first round only."""
-    from .profilers.common import latency_stats
-    from .profiling import build_report
-    from .runners import open_runner
+class InterleavedSession:
+    """Measures subjects in alternating rounds (A B, B A, ...), so slow drift of the machine reaches all of
+    them alike; more rounds can be added when a verdict is inconclusive. Per-layer times come from the
+    first round only."""
 
-    block_spec = _block_target(spec, blocks)
-    raws: list[list[dict]] = [[] for _ in subjects]
-    with open_runner(block_spec) as runner:
-        for i in range(blocks):
-            order = list(range(len(subjects))) if i % 2 == 0 else list(reversed(range(len(subjects))))
-            for j in order:
-                s = subjects[j]
-                if progress:
-                    progress(f"block {i + 1}/{blocks}: measuring {s.label}")
-                raw = runner.measure(s.path, per_node=per_node and i == 0 and not s.engine, extra_args=s.extra_args)
+    def __init__(self, subjects: list[_Subject], spec: TargetSpec, *, blocks: int, per_node: bool,
+                 progress: Callable[[str], None] | None = None):
+        self.subjects = subjects
+        self.spec = spec
+        self.block_spec = _block_target(spec, blocks)
+        self.per_node = per_node
+        self.progress = progress
+        self.raws: list[list[dict]] = [[] for _ in subjects]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.raws[0])
+
+    def measure(self, runner: Any, rounds: int) -> None:
+        for _ in range(rounds):
+            i = self.rounds
+            order = list(range(len(self.subjects)))
+            for j in order if i % 2 == 0 else reversed(order):
+                s = self.subjects[j]
+                if self.progress:
+                    self.progress(f"block {i + 1}: measuring {s.label}")
+                raw = runner.measure(s.path, per_node=self.per_node and i == 0 and not s.engine,
+                                     extra_args=s.extra_args)
                 if not raw.get("samples_ms"):
                     raise EdgepruneError(f"the profiler returned no latency samples for {s.label}")
-                raws[j].append(raw)
-    out = []
-    for s, runs in zip(subjects, raws, strict=True):
-        first = runs[0]
-        report = build_report(first, spec, s.info, s.path, s.module_names)
-        sample_blocks = [list(map(float, r["samples_ms"])) for r in runs]
-        flat = [x for b in sample_blocks for x in b]
-        report.samples_ms = flat
-        report.latency_ms = latency_stats(flat)
-        report.target["settings"] = {**report.target.get("settings", {}), "blocks": blocks,
-                                     "iterations_total": spec.measure.iterations,
-                                     "min_time_s_total": spec.measure.min_time_s}
-        out.append(Measurement(s.label, report, sample_blocks))
-    return out
+                self.raws[j].append(raw)
+
+    def measurements(self) -> list[Measurement]:
+        """One report per subject, its samples pooled over all rounds (the ONNX files must still exist)."""
+        from .profilers.common import latency_stats
+        from .profiling import build_report
+
+        out = []
+        for s, runs in zip(self.subjects, self.raws, strict=True):
+            report = build_report(runs[0], self.spec, s.info, s.path, s.module_names)
+            sample_blocks = [list(map(float, r["samples_ms"])) for r in runs]
+            flat = [x for b in sample_blocks for x in b]
+            report.samples_ms = flat
+            report.latency_ms = latency_stats(flat)
+            report.target["settings"] = {**report.target.get("settings", {}), "blocks": len(runs),
+                                         "iterations_per_block": self.block_spec.measure.iterations,
+                                         "min_time_s_per_block": self.block_spec.measure.min_time_s}
+            out.append(Measurement(s.label, report, sample_blocks))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -418,42 +436,30 @@ def _validate(cfg: CheckConfig) -> None:
         raise EdgepruneError(f"--alpha must be between 0 and 0.5, got {cfg.alpha}")
     if not 1 <= cfg.blocks <= 100:
         raise EdgepruneError(f"--blocks must be between 1 and 100, got {cfg.blocks}")
+    if cfg.max_blocks is not None and not cfg.blocks <= cfg.max_blocks <= 300:
+        raise EdgepruneError(f"--max-blocks must be between --blocks ({cfg.blocks}) and 300, got {cfg.max_blocks}")
     if cfg.metric is not None and cfg.metric not in stats.METRICS:
         raise EdgepruneError(f"--metric {cfg.metric!r}: use one of {', '.join(stats.METRICS)}")
 
 
-def check(config: CheckConfig, progress: Callable[[str], None] | None = None) -> CheckResult:
-    """Measure `config.model` and decide PASSED/FAILED; the caller reports a failure (the CLI exits 3)."""
-    from .profiling import resolve_target
+def _inconclusive(result: CheckResult) -> bool:
+    """The estimate is past the limit but the evidence does not yet show it: worth measuring more."""
+    r, b = result.regression, result.budget
+    return bool((r and r.verdict == "not-significant") or (b and not b.failed and b.value_ms > b.budget_ms))
 
-    started = time.perf_counter()
-    _validate(config)
-    spec = resolve_target(config.target, config.host, config.accept_new_host_key, warmup=config.warmup,
-                          iterations=config.iterations, min_time_s=config.min_time_s)
-    metric = config.metric or spec.metric
-    stored = None
-    if config.baseline and not config.update_baseline:
-        stored = load_baseline(config.baseline)  # before measuring: a bad file fails fast
-    with tempfile.TemporaryDirectory(prefix="edgeprune-check-") as tmp:
-        subjects = [_prepare(config.model, spec, config, config.weights, Path(tmp) / "candidate")]
-        if config.baseline_model is not None:
-            subjects.append(_prepare(config.baseline_model, spec, config, config.baseline_weights,
-                                     Path(tmp) / "baseline"))
-        measured = measure_interleaved(subjects, spec, blocks=config.blocks, per_node=config.per_node,
-                                       progress=progress)
+
+def _decide(config: CheckConfig, spec: TargetSpec, metric: str, measured: list[Measurement],
+            stored: dict[str, Any] | None) -> CheckResult:
     cand = measured[0]
     cand_dict = cand.report_dict()
     boot = stats.bootstrap_metric(cand.blocks, metric, seed=config.seed, alpha=config.alpha)
-    lo, hi = (float(v) for v in _quantiles(boot, config.alpha))
     result = CheckResult(model=cand.label, target=spec.name, metric=metric, candidate=cand_dict,
-                         candidate_ci_ms=(lo, hi))
-    cand_cond = cand_dict["target"].get("conditions") or {}
-
-    baseline_blocks = None
+                         candidate_ci_ms=_quantiles(boot, config.alpha))
+    result.noise = {"candidate_slow_share": stats.slow_share(cand_dict["samples_ms"])}
+    baseline_blocks, paired = None, False
     if stored is not None:
         result.baseline, result.baseline_source = stored, f"file:{config.baseline}"
         baseline_blocks = stats.split_blocks(stored["samples_ms"], stored.get("samples_blocks"))
-        paired = False
         result.notes.append("stored baseline: machine drift since it was measured cannot be told from a "
                             "regression; --baseline-model measures both now, interleaved")
     elif len(measured) > 1:
@@ -461,8 +467,9 @@ def check(config: CheckConfig, progress: Callable[[str], None] | None = None) ->
         result.baseline, result.baseline_source = base.report_dict(), f"model:{base.label}"
         baseline_blocks, paired = base.blocks, True
     if result.baseline is not None:
+        result.noise["baseline_slow_share"] = stats.slow_share(result.baseline["samples_ms"])
         result.condition_differences = ensure_comparable(
-            result.baseline["target"].get("conditions") or {}, cand_cond,
+            result.baseline["target"].get("conditions") or {}, cand_dict["target"].get("conditions") or {},
             source=f"baseline {result.baseline_source.split(':', 1)[1]}", ignore=config.ignore_conditions)
         result.regression = stats.compare_to_baseline(
             baseline_blocks, cand.blocks, metric=metric, max_regression=config.max_regression,
@@ -473,8 +480,51 @@ def check(config: CheckConfig, progress: Callable[[str], None] | None = None) ->
         result.budget = stats.compare_to_budget(cand.blocks, budget_ms=config.latency_ms, metric=metric,
                                                 alpha=config.alpha, seed=config.seed)
         result.notes += result.budget.notes
+    busy = max(result.noise.values())
+    if busy > BUSY_SHARE:
+        result.notes.append(f"busy machine: {busy:.0%} of iterations took over twice the fastest tenth's time; "
+                            "expect wide intervals (raise --min-time, or use a quieter runner)")
+    return result
+
+
+def check(config: CheckConfig, progress: Callable[[str], None] | None = None) -> CheckResult:
+    """Measure `config.model` and decide PASSED/FAILED; the caller reports a failure (the CLI exits 3).
+
+    When the first `blocks` rounds leave the verdict inconclusive (the estimate past the limit, its
+    confidence bound not), further rounds of `blocks` are measured, up to `max_blocks` in all.
+    """
+    from .profiling import resolve_target
+    from .runners import open_runner
+
+    started = time.perf_counter()
+    _validate(config)
+    spec = resolve_target(config.target, config.host, config.accept_new_host_key, warmup=config.warmup,
+                          iterations=config.iterations, min_time_s=config.min_time_s)
+    metric = config.metric or spec.metric
+    max_blocks = config.max_blocks if config.max_blocks is not None else 3 * config.blocks
+    stored = None
+    if config.baseline and not config.update_baseline:
+        stored = load_baseline(config.baseline)  # before measuring: a bad file fails fast
+    with tempfile.TemporaryDirectory(prefix="edgeprune-check-") as tmp:
+        subjects = [_prepare(config.model, spec, config, config.weights, Path(tmp) / "candidate")]
+        if config.baseline_model is not None:
+            subjects.append(_prepare(config.baseline_model, spec, config, config.baseline_weights,
+                                     Path(tmp) / "baseline"))
+        session = InterleavedSession(subjects, spec, blocks=config.blocks, per_node=config.per_node,
+                                     progress=progress)
+        with open_runner(session.block_spec) as runner:
+            session.measure(runner, config.blocks)
+            result = _decide(config, spec, metric, session.measurements(), stored)
+            while _inconclusive(result) and session.rounds + config.blocks <= max_blocks:
+                if progress:
+                    progress(f"inconclusive after {session.rounds} blocks: measuring {config.blocks} more")
+                session.measure(runner, config.blocks)
+                result = _decide(config, spec, metric, session.measurements(), stored)
+        if session.rounds > config.blocks:
+            result.notes.append(f"the first {config.blocks} blocks were inconclusive: {session.rounds} measured")
+        measured = session.measurements()
     if config.update_baseline:
-        result.baseline_written = write_baseline(config.baseline, cand)
+        result.baseline_written = write_baseline(config.baseline, measured[0])
     result.wall_s = time.perf_counter() - started
     return result
 

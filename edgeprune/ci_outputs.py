@@ -131,7 +131,7 @@ def markdown_summary(result: Any, top: int = 10) -> str:
         lines += [
             f"**Regression test** ({metric}): change {_pct(r['change'])}, {_conf(r['alpha'])} confidence lower "
             f"bound {_pct(r['ratio_ci'][0] - 1)} (upper {_pct(r['ratio_ci'][1] - 1)}), allowed "
-            f"{_pct(r['limit_ratio'] - 1)}; Mann-Whitney p = {p}; "
+            f"{_pct(r['limit_ratio'] - 1)}; Mann-Whitney p = {p} (reported, not deciding); "
             f"{'interleaved, paired blocks' if r['paired'] else 'stored baseline, unpaired'} "
             f"({r['blocks'][1]}/{r['blocks'][0]} blocks) → **{r['verdict']}**", ""]
     if d.get("budget"):

@@ -97,6 +97,7 @@ KEYS: dict[str, Callable[[str, Any, Path], Any]] = {
     "max_regression": _fraction,
     "alpha": _positive,
     "blocks": _count,
+    "max_blocks": _count,
     "warmup": _count,
     "iterations": _count,
     "min_time_s": _positive,

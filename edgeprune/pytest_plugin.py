@@ -64,6 +64,7 @@ def assert_latency(
     min_time_s: float | None = None,
     alpha: float | None = None,
     blocks: int | None = None,
+    max_blocks: int | None = None,
     per_node: bool = False,
     use_project_config: bool = True,
 ) -> Any:
@@ -95,6 +96,7 @@ def assert_latency(
         metric=pick(metric, "metric"),
         alpha=pick(alpha, "alpha", DEFAULT_ALPHA),
         blocks=pick(blocks, "blocks", DEFAULT_BLOCKS),
+        max_blocks=pick(max_blocks, "max_blocks"),
         shape=tuple(shape) if shape else None,
         warmup=pick(warmup, "warmup"),
         iterations=pick(iterations, "iterations"),

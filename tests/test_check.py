@@ -25,7 +25,7 @@ from edgeprune.project_config import find_pyproject, load_project_config
 from edgeprune.stats import compare_to_baseline, compare_to_budget
 
 # Short measurements: the CLI tests only need the verdicts of grossly different models to be right.
-FAST = ["--warmup", "3", "--iterations", "20", "--min-time", "0.2", "--blocks", "4", "--no-config", "-q"]
+FAST = ["--warmup", "3", "--iterations", "20", "--min-time", "0.15", "--blocks", "2", "--no-config", "-q"]
 
 
 def conv_net(path: Path, width: int, size: int = 32, layers: int = 3) -> Path:
@@ -258,7 +258,7 @@ def test_cli_wider_candidate_fails_and_writes_ci_files(nets, tmp_path, capsys):
 
 def test_cli_model_against_itself_passes_json(nets, capsys):
     code, out, err = run_cli(capsys, nets["narrow"], "--baseline-model", nets["narrow"], "--max-regression", "30%",
-                             "--format", "json", *FAST)
+                             "--format", "json", *FAST, "--blocks", "4")
     assert code == 0, err
     data = json.loads(out)
     assert data["kind"] == "edgeprune.check" and data["status"] == "PASSED"
@@ -315,3 +315,57 @@ def test_cli_user_errors(nets, tmp_path, capsys):
     assert ET.parse(junit).getroot().find(".//error") is not None
     code, _, err = run_cli(capsys, tmp_path, "--latency-ms", "1", "--no-config")
     assert code == 1 and "without model.onnx" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# re-measuring an inconclusive verdict (a scripted runner: no timing involved)
+
+
+class ScriptedRunner:
+    """Stands in for the profiler: every other block of the candidate is 10% faster, the others 40% slower,
+    so its pooled median sits past the 5% allowance while the blocks disagree about it."""
+
+    def __init__(self, target):
+        self.calls: dict[str, int] = {}
+        self.rng = np.random.default_rng(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def measure(self, path, *, per_node=True, extra_args=None):
+        i = self.calls[path.name] = self.calls.get(path.name, 0) + 1
+        scale = 1.0 if path.name == "narrow.onnx" else (0.9 if i % 2 else 1.4)
+        samples = list(scale * self.rng.lognormal(0.0, 0.02, 40))
+        return {"kind": "edgeprune.raw_profile", "samples_ms": samples, "latency_ms": {"p50": float(np.median(samples))},
+                "conditions": COND, "settings": {}, "nodes": [], "memory": {}}
+
+
+@pytest.mark.parametrize("max_blocks,rounds", [(4, 4), (12, 12)])
+def test_inconclusive_verdict_is_re_measured(nets, monkeypatch, max_blocks, rounds):
+    from edgeprune import check as check_mod
+    from edgeprune import runners
+
+    monkeypatch.setattr(runners, "open_runner", ScriptedRunner)
+    cfg = check_mod.CheckConfig(model=str(nets["wide"]), baseline_model=str(nets["narrow"]), blocks=4,
+                                max_blocks=max_blocks, per_node=False, max_regression=0.05)
+    result = check_mod.check(cfg)
+    assert result.candidate["samples_blocks"] == [40] * rounds
+    assert result.regression.verdict == "not-significant" and result.passed  # the blocks keep disagreeing
+    assert (rounds > 4) == any("inconclusive" in n for n in result.notes)
+
+
+def test_conclusive_verdict_is_not_re_measured(nets, monkeypatch):
+    from edgeprune import check as check_mod
+    from edgeprune import runners
+
+    monkeypatch.setattr(ScriptedRunner, "measure", lambda self, path, **kw: {
+        "samples_ms": list((1.5 if path.name == "wide.onnx" else 1.0) * self.rng.lognormal(0, 0.02, 40)),
+        "latency_ms": {"p50": 1.0}, "conditions": COND, "settings": {}, "nodes": [], "memory": {}})
+    monkeypatch.setattr(runners, "open_runner", ScriptedRunner)
+    result = check_mod.check(check_mod.CheckConfig(model=str(nets["wide"]), baseline_model=str(nets["narrow"]),
+                                                   blocks=4, per_node=False))
+    assert not result.passed and result.candidate["samples_blocks"] == [40] * 4
+    assert result.regression.ratio == pytest.approx(1.5, rel=0.02)

@@ -56,6 +56,9 @@ def _print_table(result: Any) -> None:
 @click.option("--metric", type=click.Choice(["p50", "p90", "p99", "mean"]), help="metric to gate on (target's default)")
 @click.option("--alpha", type=float, help="one-sided significance level of the decision  [default: 0.05]")
 @click.option("--blocks", type=int, help="alternating measurement blocks per model  [default: 6]")
+@click.option("--max-blocks", type=int,
+              help="measure further rounds of --blocks while the verdict is inconclusive, up to this many  "
+                   "[default: 3 x --blocks]")
 @click.option("--update-baseline", is_flag=True, help="measure MODEL and (re)write --baseline with it (no regression check)")
 @click.option("--ignore-condition", "ignore_conditions", multiple=True,
               help="compare even though this condition field differs (repeatable), e.g. runtime_version")
@@ -132,6 +135,7 @@ def _build_config(ctx: click.Context, project: Any, opts: dict[str, Any]) -> Any
         metric=_pick(ctx, "metric", opts["metric"], project),
         alpha=_pick(ctx, "alpha", opts["alpha"], project, default=DEFAULT_ALPHA),
         blocks=_pick(ctx, "blocks", opts["blocks"], project, default=DEFAULT_BLOCKS),
+        max_blocks=_pick(ctx, "max_blocks", opts["max_blocks"], project),
         update_baseline=opts["update_baseline"],
         weights=_pick(ctx, "weights", opts["weights"], project),
         baseline_weights=opts["baseline_weights"],
