@@ -112,7 +112,9 @@ class LatencyCache:
             return "filed under another key"
         if kind == "edgeprune.costmodel.table" and not _table_ok(entry):
             return "latency grid does not match its widths or holds non-finite values"
-        if kind == "edgeprune.costmodel.residual" and not _finite(entry["dense_ms"]):
+        if kind == "edgeprune.costmodel.residual" and not (
+            _finite(entry["dense_ms"]) and (entry.get("nonlayer_ms") is None or _finite(entry["nonlayer_ms"]))
+        ):
             return "dense latency is not a finite number"
         return None
 

@@ -127,11 +127,11 @@ def measure_rounds(
     workdir: Path,
     stats: MeasureStats,
     seed: int = 0,
-) -> tuple[dict[str, list[list[float]]], list[float]]:
+) -> tuple[dict[str, list[list[float]]], list[tuple[float, list[dict]]]]:
     """Measure every requested grid (and the dense model, if given) in `repeats` interleaved rounds.
 
     Returns key -> latency grid (ms, rows = out widths, columns = in widths; one column for depthwise),
-    each cell the minimum over rounds, and the dense model's p50 of each round."""
+    each cell the minimum over rounds, and the dense model's (p50, per-node profile) of each round."""
     branches = [Branch(0, r.signature, o, i, key=r.key) for r in requests for o, i in r.grid.cells()]
     packs = plan_packs(branches)
     paths = [write_pack(p, workdir / f"pack{n}.onnx", seed=seed + n) for n, p in enumerate(packs)]
@@ -192,9 +192,24 @@ class _Speed:
         return int(max(min(most, MIN_PACK_ITERATIONS), min(most, PACK_PROFILE_S * 1000 / est_ms)))
 
 
-def measure_dense_once(onnx_path: Path, runner: Any) -> float:
-    raw = runner.measure(onnx_path, per_node=False, extra_args=None)
+def measure_dense_once(onnx_path: Path, runner: Any) -> tuple[float, list[dict]]:
+    """End-to-end p50 of the dense model and its per-node profile."""
+    raw = runner.measure(onnx_path, per_node=True, extra_args=None)
     try:
-        return float(raw["latency_ms"]["p50"])
+        return float(raw["latency_ms"]["p50"]), list(raw.get("nodes") or [])
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgepruneError(f"the profile of {onnx_path.name} has no latency_ms.p50") from exc
+
+
+# Runtime node types that carry a conv/linear layer (fused activations and adds included).
+LAYER_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "QLinearConv", "Gemm", "FusedGemm",
+             "MatMul", "FusedMatMul"}
+
+
+def nonlayer_node_ms(nodes: list[dict], eps_ms: float) -> float | None:
+    """Time of the nodes that are not conv/linear layers (pooling, pads, unfused adds, layout
+    conversions), each less the profiler's per-node cost; None without a per-node profile."""
+    if not nodes:
+        return None
+    return sum(max(0.0, float(n.get("latency_ms", 0.0)) - eps_ms) for n in nodes
+               if str(n.get("op") or "") not in LAYER_OPS)

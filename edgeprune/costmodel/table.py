@@ -11,11 +11,16 @@ Design (why it looks like this):
   every wider measured width. Elsewhere removing channels saves nothing (a plateau) or even costs time
   (an odd width the runtime handles on a slower path).
 - Whole model: sum of its layers + a residual for everything that is not a conv/linear (pooling, layout
-  conversions, unfused adds, session overhead), measured as the dense model's end-to-end p50 minus its
-  predicted layers. `residual_mode="constant"` keeps that residual fixed (those ops hardly change when
-  inner widths shrink); "scaled" shrinks it in proportion to the layer sum.
+  conversions, unfused adds, session overhead). Three ways to carry it (`residual_mode`):
+  "constant": the dense model's end-to-end p50 minus its predicted layers, kept fixed in ms (those ops
+  hardly change when inner widths shrink); "scaled": that residual shrinks in proportion to the layers;
+  "profiled" (default): the residual is the dense model's measured non-layer node time (per-node medians,
+  which a busy machine hardly disturbs), and layers + residual together are scaled by one factor mapping
+  node time to end-to-end time (D / (layers + residual) of the dense model). On a quiet device that factor
+  is about 1 and the residual stays constant; on a busy machine, where end-to-end time is stretched in
+  proportion by preemption, the factor carries it. Without a per-node profile "profiled" acts as "constant".
 - `calibrate` compares each round's prediction with the next real measurement, records the error, and
-  corrects the layer part by a multiplicative factor: the median over the last `CALIBRATION_WINDOW`
+  corrects the prediction by a multiplicative factor: the median over the last `CALIBRATION_WINDOW`
   rounds of the factor that would have made the prediction exact (a median, so one noisy round cannot
   swing it).
 """
@@ -36,7 +41,7 @@ from typing import Any
 from ..errors import EdgepruneError
 from ..targets import TargetSpec, load_target
 from .cache import LatencyCache, canonical_hash, conditions_key
-from .measure import MeasureStats, TableRequest, measure_rounds, target_conditions
+from .measure import MeasureStats, TableRequest, measure_rounds, nonlayer_node_ms, target_conditions
 from .variants import Grid, LayerRecord, LayerSignature, grid_for, inspect_layers
 
 log = logging.getLogger("edgeprune.costmodel")
@@ -44,7 +49,7 @@ log = logging.getLogger("edgeprune.costmodel")
 EDGE_TOL = 0.02
 CALIBRATION_WINDOW = 3
 FACTOR_BOUNDS = (0.25, 4.0)
-RESIDUAL_MODES = ("constant", "scaled")
+RESIDUAL_MODES = ("profiled", "constant", "scaled")
 TABLE_KIND = "edgeprune.costmodel.table"
 RESIDUAL_KIND = "edgeprune.costmodel.residual"
 
@@ -154,8 +159,9 @@ class CostModel:
     layers: dict[str, LayerEntry]
     tables: dict[str, LatencyTable]
     dense_ms: float
+    nonlayer_ms: float | None = None  # non-layer node time of the dense model's per-node profile
     conditions: dict[str, Any] = field(default_factory=dict)
-    residual_mode: str = "constant"
+    residual_mode: str = "profiled"
     factor: float = 1.0
     current: dict[str, tuple[int, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -183,7 +189,7 @@ class CostModel:
         cache: Any = None,
         repeats: int = 3,
         iterations: int = 30,
-        residual_mode: str = "constant",
+        residual_mode: str = "profiled",
         exporter: str = "dynamo",
         conditions: dict[str, Any] | None = None,
         seed: int = 0,
@@ -198,6 +204,8 @@ class CostModel:
         import torch
 
         started = time.perf_counter()
+        if residual_mode not in RESIDUAL_MODES:
+            raise EdgepruneError(f"residual_mode must be one of {', '.join(RESIDUAL_MODES)}, got {residual_mode!r}")
         spec = load_target(target) if isinstance(target, str) else target
         if not isinstance(example_input, torch.Tensor):
             example_input = torch.zeros(tuple(example_input))
@@ -213,7 +221,8 @@ class CostModel:
             layers[r.path] = LayerEntry(r.path, r.signature, key, (r.signature.out_channels, r.signature.in_channels),
                                         r.fixed_in, r.fixed_out, r.calls)
             requests.setdefault(key, TableRequest(key, r.signature, grid))
-        fingerprint = model_fingerprint(model, records, tuple(example_input.shape), exporter)
+        shape = tuple(example_input.shape)
+        fingerprint = model_fingerprint(model, records, shape, exporter)
         stats = MeasureStats()
         with contextlib.ExitStack() as stack:
             opened: list[Any] = [runner]
@@ -228,46 +237,45 @@ class CostModel:
             cond = dict(conditions) if conditions is not None else target_conditions(
                 spec, get_runner() if spec.is_remote else None)
             ckey = conditions_key(cond)
-            tables: dict[str, LatencyTable] = {}
-            for key, req in requests.items():
-                entry = store.get(ckey, key, TABLE_KIND) if store else None
-                if entry is not None and entry["grid"] == req.grid.to_dict():
-                    tables[key] = _table_from(req.grid, entry["latency_ms"])
-            residual_entry = store.get(ckey, fingerprint, RESIDUAL_KIND) if store else None
+            tables, eps_seen = _cached_tables(store, ckey, requests)
+            residual = store.get(ckey, fingerprint, RESIDUAL_KIND) if store else None
             missing = [req for key, req in requests.items() if key not in tables]
-            dense_ms = float(residual_entry["dense_ms"]) if residual_entry else None
+            dense_ms = float(residual["dense_ms"]) if residual else None
+            nonlayer = residual.get("nonlayer_ms") if residual else None
             if missing or dense_ms is None:
-                live = get_runner()
                 with tempfile.TemporaryDirectory(prefix="edgeprune-costmodel-") as tmp:
                     dense_path = None
                     if dense_ms is None:
                         t0 = time.perf_counter()
-                        dense_path = _export_dense(model, tuple(example_input.shape), Path(tmp), exporter)
+                        dense_path = _export_dense(model, shape, Path(tmp), exporter)
                         stats.export_s += time.perf_counter() - t0
-                    grids, dense_runs = measure_rounds(missing, dense_path, spec, live, repeats=repeats,
+                    grids, dense_runs = measure_rounds(missing, dense_path, spec, get_runner(), repeats=repeats,
                                                        iterations=iterations, workdir=Path(tmp), stats=stats,
                                                        seed=seed)
+                eps = statistics.median(stats.profiler_overhead_ms or eps_seen or [0.0])
+                about = {"repeats": repeats, "iterations": iterations, "profiler_overhead_ms": eps,
+                         "target": spec.name, "measured_at": time.time()}
                 for req in missing:
                     tables[req.key] = _table_from(req.grid, grids[req.key])
                     if store:
-                        store.put(ckey, req.key, TABLE_KIND, {
-                            "signature": req.signature.to_dict(), "grid": req.grid.to_dict(),
-                            "latency_ms": grids[req.key], "repeats": repeats, "iterations": iterations,
-                            "target": spec.name, "measured_at": time.time(),
-                        }, conditions=cond)
+                        store.put(ckey, req.key, TABLE_KIND, {"signature": req.signature.to_dict(),
+                                                              "grid": req.grid.to_dict(),
+                                                              "latency_ms": grids[req.key], **about}, conditions=cond)
                 if dense_ms is None:
-                    dense_ms = min(dense_runs)
+                    dense_ms = min(p50 for p50, _ in dense_runs)
+                    known = [v for v in (nonlayer_node_ms(nodes, eps) for _, nodes in dense_runs) if v is not None]
+                    nonlayer = statistics.median(known) if known else None
                     if store:
                         store.put(ckey, fingerprint, RESIDUAL_KIND, {
-                            "fingerprint": fingerprint, "dense_ms": dense_ms, "dense_runs_ms": dense_runs,
-                            "input_shape": list(example_input.shape), "exporter": exporter, "target": spec.name,
-                            "measured_at": time.time(),
-                        }, conditions=cond)
-        cm = cls(layers, tables, dense_ms, conditions=cond, residual_mode=residual_mode)
+                            "fingerprint": fingerprint, "dense_ms": dense_ms, "nonlayer_ms": nonlayer,
+                            "dense_runs_ms": [p50 for p50, _ in dense_runs], "input_shape": list(shape),
+                            "exporter": exporter, **about}, conditions=cond)
+        cm = cls(layers, tables, dense_ms, nonlayer_ms=nonlayer if isinstance(nonlayer, (int, float)) else None,
+                 conditions=cond, residual_mode=residual_mode)
         cm.info = {
             "target": spec.name, "conditions_key": ckey, "fingerprint": fingerprint,
             "tables": len(requests), "tables_measured": len(missing), "tables_cached": len(requests) - len(missing),
-            "residual_cached": residual_entry is not None, "layers": len(layers),
+            "residual_cached": residual is not None, "layers": len(layers),
             "cache_dir": str(store.dir) if store else None,
             "cache_rejected": list(store.rejected) if store else [], "build_s": round(time.perf_counter() - started, 3),
             **stats.to_dict(),
@@ -282,6 +290,26 @@ class CostModel:
     def residual_ms(self) -> float:
         """Dense end-to-end p50 minus the dense layers as the tables predict them."""
         return self.dense_ms - self.dense_layer_ms
+
+    def _mode(self) -> str:
+        return "constant" if self.residual_mode == "profiled" and self.nonlayer_ms is None else self.residual_mode
+
+    def _gain(self) -> float:
+        """End-to-end ms per ms of table time before calibration (1 for a constant residual)."""
+        mode = self._mode()
+        if mode == "constant" or self.dense_layer_ms <= 0:
+            return 1.0
+        if mode == "scaled":
+            return self.dense_ms / self.dense_layer_ms
+        return self.dense_ms / (self.dense_layer_ms + float(self.nonlayer_ms or 0.0))
+
+    def _split(self, layer_sum: float) -> tuple[float, float]:
+        """(A, B) with prediction = factor * A + B, for a configuration whose table layer sum is `layer_sum`."""
+        mode = self._mode()
+        if mode == "constant" or self.dense_layer_ms <= 0:
+            return layer_sum, self.residual_ms
+        residual = float(self.nonlayer_ms or 0.0) if mode == "profiled" else 0.0
+        return self._gain() * (layer_sum + residual), 0.0
 
     def _entry(self, module_path: str) -> LayerEntry:
         try:
@@ -301,9 +329,8 @@ class CostModel:
         return entry.calls * self.tables[entry.table_key].lookup(o, i)
 
     def _scale(self) -> float:
-        if self.residual_mode == "scaled" and self.dense_layer_ms > 0:
-            return self.factor * self.dense_ms / self.dense_layer_ms
-        return self.factor
+        """ms of end-to-end time per ms of table time, calibration included."""
+        return self.factor * self._gain()
 
     def layer_latency(self, module_path: str, out_channels: int | None = None, in_channels: int | None = None) -> float:
         """Predicted ms of one layer at these widths (default: its current ones), calibration included."""
@@ -328,8 +355,14 @@ class CostModel:
     def predict(self, channels: Channels | None = None) -> float:
         """Predicted end-to-end ms for the model at these widths ({path: (out, in)}; layers not named keep
         their current widths): the layers' sum plus the non-layer residual."""
-        total = self._scale() * self._layer_sum(self._normalise(channels))
-        return total + (self.residual_ms if self.residual_mode == "constant" else 0.0)
+        a, b = self._split(self._layer_sum(self._normalise(channels)))
+        return self.factor * a + b
+
+    def predict_nodes(self, channels: Channels | None = None) -> float:
+        """Predicted per-node time of the model (its layers as the tables say, plus the dense model's
+        measured non-layer nodes), without the node-to-end-to-end factor and calibration: what a per-node
+        profile of the configuration would sum to, less the profiler's own per-node cost."""
+        return self._layer_sum(self._normalise(channels)) + float(self.nonlayer_ms or 0.0)
 
     def savings(self, module_path: str, k_removed: int, *, side: str = "out") -> float:
         """ms saved in this layer by removing `k_removed` of its current output (or input) channels; for a
@@ -366,11 +399,8 @@ class CostModel:
             raise ValueError(f"measured latency must be positive, got {measured_ms}")
         widths = self._normalise(channels)
         predicted = self.predict(widths)
-        raw = self._layer_sum(widths)
-        if self.residual_mode == "constant":
-            implied = (measured_ms - self.residual_ms) / raw if raw > 0 else self.factor
-        else:
-            implied = measured_ms / (raw * self.dense_ms / self.dense_layer_ms) if raw > 0 else self.factor
+        a, b = self._split(self._layer_sum(widths))
+        implied = (measured_ms - b) / a if a > 0 else self.factor
         if implied > 0:
             self._implied.append(implied)
         lo, hi = FACTOR_BOUNDS
@@ -394,6 +424,7 @@ class CostModel:
     def to_dict(self) -> dict[str, Any]:
         return {
             "dense_ms": self.dense_ms, "dense_layer_ms": self.dense_layer_ms, "residual_ms": self.residual_ms,
+            "nonlayer_ms": self.nonlayer_ms,
             "residual_mode": self.residual_mode, "factor": self.factor, "history": self.history,
             "info": self.info,
             "layers": {p: {"signature": e.signature.to_dict(), "table": e.table_key, "dense": list(e.dense),
@@ -401,6 +432,20 @@ class CostModel:
                        for p, e in self.layers.items()},
             "tables": {k: t.to_dict() for k, t in self.tables.items()},
         }
+
+
+def _cached_tables(store: LatencyCache | None, ckey: str,
+                   requests: dict[str, TableRequest]) -> tuple[dict[str, LatencyTable], list[float]]:
+    """The requested tables the cache holds (verified), and the profiler cost recorded with them."""
+    tables: dict[str, LatencyTable] = {}
+    eps: list[float] = []
+    for key, req in requests.items():
+        entry = store.get(ckey, key, TABLE_KIND) if store else None
+        if entry is not None and entry["grid"] == req.grid.to_dict():
+            tables[key] = _table_from(req.grid, entry["latency_ms"])
+            if isinstance(entry.get("profiler_overhead_ms"), (int, float)):
+                eps.append(float(entry["profiler_overhead_ms"]))
+    return tables, eps
 
 
 def _table_from(grid: Grid, values: list[list[float]]) -> LatencyTable:

@@ -253,10 +253,12 @@ def inspect_layers(model: Any, example_input: Any) -> list[LayerRecord]:
         fusions = _fusions_from_order(call_order, set(seen))
 
     records: list[LayerRecord] = []
+    done: set[str] = set()
     first = True
     for path, mod in ((p, m) for p, m in call_order if p in seen):
-        if any(r.path == path for r in records):
+        if path in done:
             continue
+        done.add(path)
         rec = seen[path]
         bn, act, residual = fusions.get(path, (False, "none", False))
         shape = rec["shape"]
