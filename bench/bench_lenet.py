@@ -27,6 +27,7 @@ from edgeprune.errors import ConstraintNotMet
 from edgeprune.loading import load
 from edgeprune.models import ZOO
 from edgeprune.prune import PruneConfig, prune
+from edgeprune.rundir import RunDir
 from edgeprune.training import TrainConfig, evaluate, train_from_scratch
 
 from .table import print_table
@@ -102,6 +103,12 @@ def _train(budget: Budget, selection: Path, test: Path, out: Path) -> tuple[Path
     return weights, trained, (lambda m: evaluate(m, test_task.val))
 
 
+def _tried(out: Path) -> list[dict]:
+    """The rounds a run that kept nothing tried (from its state file): threshold, params, accuracy, verdict."""
+    history = RunDir(out).read_state().get("history", []) if RunDir(out).state_path.is_file() else []
+    return [{k: r.get(k) for k in ("round", "threshold", "params", "flops", "accuracy", "verdict")} for r in history]
+
+
 def _one(name: str, fields: dict, budget: Budget, weights: Path, selection: Path, out: Path, test_acc,
          dense_weights: int) -> dict:
     cfg = PruneConfig(
@@ -119,7 +126,8 @@ def _one(name: str, fields: dict, budget: Budget, weights: Path, selection: Path
     wall = time.perf_counter() - started
     row = {"method": name, "config": fields, "met": met, "wall_s": round(wall, 1)}
     if report is None:
-        return {**row, "compression": 1.0, "note": "no round within the tolerance"}
+        return {**row, "compression": 1.0, "note": "no round within the tolerance",
+                "tried": _tried(out)}
     model = load(out)
     remaining = conv_fc_weights(model)
     a = report["accuracy"]

@@ -25,6 +25,7 @@ from edgeprune.errors import ConstraintNotMet
 from edgeprune.loading import load
 from edgeprune.models import ZOO, load_model
 from edgeprune.prune import PruneConfig, prune
+from edgeprune.rundir import RunDir
 from edgeprune.training import evaluate
 
 from .table import print_table
@@ -95,6 +96,12 @@ def _test_accuracy(test: Path | None):
     return lambda model: evaluate(model, task.val)
 
 
+def _tried(out: Path) -> list[dict]:
+    """The rounds a run that kept nothing tried (from its state file): threshold, params, accuracy, verdict."""
+    history = RunDir(out).read_state().get("history", []) if RunDir(out).state_path.is_file() else []
+    return [{k: r.get(k) for k in ("round", "threshold", "params", "flops", "accuracy", "verdict")} for r in history]
+
+
 def _one(name: str, fields: dict, budget: Budget, weights: Path, selection: Path, out: Path, test_acc) -> dict:
     cfg = PruneConfig(
         model=MODEL, weights=str(weights), output=str(out), data="cifar10-train", val_data=str(selection),
@@ -111,7 +118,8 @@ def _one(name: str, fields: dict, budget: Budget, weights: Path, selection: Path
     wall = time.perf_counter() - started
     row = {"method": name, "config": fields, "met": met, "wall_s": round(wall, 1)}
     if report is None:
-        return {**row, "params_red_pct": 0.0, "flops_red_pct": 0.0, "note": "no round within the tolerance"}
+        return {**row, "params_red_pct": 0.0, "flops_red_pct": 0.0, "note": "no round within the tolerance",
+                "tried": _tried(out)}
     p, f, a = report["params"], report["flops"], report["accuracy"]
     return {
         **row,
