@@ -4,18 +4,23 @@
   (goal: cold <= 2 minutes).
 - Prediction accuracy over random pruned configurations: each residual block of a ResNet gets a random
   inner width (conv1's outputs = conv2's inputs; no coupled channels), drawn around a per-configuration
-  keep ratio and rounded to the table's grid (multiples of 8, as an allocator rounding to step edges
-  would give). Every configuration is exported once and measured on the target in 2 interleaved rounds;
+  keep ratio and rounded down to a step edge of the measured table (what an allocator following
+  `step_edges` does; EDGEPRUNE_BENCH_SNAP=grid rounds to the nearest measured width instead, any multiple
+  of 8, including widths that are no edge). Every configuration is exported once and measured on the target in interleaved rounds;
   its end-to-end figure is the least-contended (minimum) p50 of the rounds, the estimator the cost model
   uses for its own measurements. Reported, as shares within ±5% / ±10%: the default ("profiled") residual,
   the constant and scaled ones, and "calibrated" (the loop's use: correct from the previous
   configuration's real measurement, then predict the next, paired within a round so both see the same
   load; every round's prediction counts). Two controls: "node sum" compares the
   per-node profile of each configuration (each node less the profiler's per-node cost, median of rounds)
-  with `predict_nodes`, which a busy machine hardly disturbs, so it isolates the tables' own accuracy;
-  "rounds agree" is the share of configurations whose two rounds' p50 agree within 5% / 10% — the noise
-  floor of the end-to-end truth on this machine.
-- ResNet-18 configurations are timed with 60 runs / 1 s (not the target's 200 / 2 s) to fit the time.
+  with `predict_nodes` (per-node medians suffer less than whole runs from a busy machine, so this mostly
+  isolates the tables' own accuracy);
+  "rounds agree" is the share of configurations whose rounds' p50 agree ((max - min) / min) within 5% / 10%
+  — the noise floor of the end-to-end truth on this machine.
+- ResNet-18 configurations are timed with 60 runs / 1 s (not the target's 200 / 2 s) and 2 rounds (ResNet-56:
+  3 rounds) to fit the time.
+- Environment: EDGEPRUNE_BENCH_MODELS=zoo:cifar_resnet56 runs a subset; EDGEPRUNE_BENCH_THREADS=N measures a
+  variant of `cpu` with N threads (reported in the tables); EDGEPRUNE_BENCH_EXPORTER=legacy exports faster.
 
 `python -m bench costmodel [--quick]`, or `python -m bench.bench_costmodel [--quick]`.
 """
@@ -23,6 +28,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import random
@@ -51,15 +57,19 @@ def _blocks(model: Any) -> list[tuple[str, Any]]:
             if all(hasattr(m, a) for a in ("conv1", "bn1", "conv2")) and n]
 
 
-def random_config(model: Any, cm: Any, rng: random.Random) -> dict[str, int]:
-    """block path -> inner width, on the block's conv1 output grid, around a random keep ratio."""
+def random_config(model: Any, cm: Any, rng: random.Random, snap: str = "edges") -> dict[str, int]:
+    """block path -> inner width around a random keep ratio: rounded down to a step edge of the block's
+    conv1 ("edges", what an allocator following the table does) or to its nearest measured width ("grid")."""
     keep = rng.uniform(0.2, 1.0)
     config = {}
     for name, block in _blocks(model):
         full = block.conv1.out_channels
-        grid = cm.tables[cm.layers[f"{name}.conv1"].table_key].outs
         want = full * min(1.0, max(0.05, rng.uniform(keep - 0.2, keep + 0.2)))
-        config[name] = min(grid, key=lambda w, want=want: abs(w - want))
+        if snap == "edges":
+            config[name] = cm.round_width(f"{name}.conv1", round(want))
+        else:
+            grid = cm.tables[cm.layers[f"{name}.conv1"].table_key].outs
+            config[name] = min(grid, key=lambda w, want=want: abs(w - want))
     return config
 
 
@@ -103,6 +113,8 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     from edgeprune.targets import load_target
 
     target = load_target("cpu")
+    if os.environ.get("EDGEPRUNE_BENCH_THREADS"):  # a variant of `cpu` with fixed threads, labelled as such
+        target = dataclasses.replace(target, threads=int(os.environ["EDGEPRUNE_BENCH_THREADS"]))
     model = _load(spec)
     example = torch.zeros(shape)
     t0 = time.perf_counter()
@@ -115,9 +127,10 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     eps = statistics.median(cm.info["profiler_overhead_ms"] or [0.0])
 
     rng = random.Random(seed)
-    configs = [random_config(model, cm, rng) for _ in range(n_configs)]
+    snap = os.environ.get("EDGEPRUNE_BENCH_SNAP", "edges")
+    configs = [random_config(model, cm, rng, snap) for _ in range(n_configs)]
     # Large models: fewer timed runs per measurement (each run is long, and 30 configs x rounds add up).
-    big = cm.dense_ms > 10
+    big = sum(e.signature.macs() for e in cm.layers.values()) > 1e9
     truth_target = target.with_measure(iterations=60, min_time_s=1.0) if big else target
     extra = ["--node-iterations", "20"] if big else None
     e2e: list[list[float]] = [[] for _ in configs]
@@ -184,6 +197,7 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     spreads = [r["round_spread"] for r in rows]
     return {
         "model": spec, "shape": "x".join(map(str, shape)), "exporter": exporter, "configs": n_configs,
+        "threads": cm.conditions.get("threads"), "snap": snap,
         "rounds": rounds, "build_cold_s": round(cold_s, 1), "build_warm_s": round(warm_s, 2),
         "build_info": cm.info, "dense_ms_at_build": cm.dense_ms, "dense_layer_ms": cm.dense_layer_ms,
         "nonlayer_ms": cm.nonlayer_ms, "dense_ms_during_eval": dense_runs,
@@ -194,10 +208,16 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     }
 
 
+def n_macs_big(spec: str) -> bool:
+    return spec.startswith("torchvision:")  # the 224x224 cases: long runs, fewer rounds
+
+
 def run(quick: bool = False) -> dict:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     cases = CASES_QUICK if quick else CASES_FULL
-    rounds = 2
+    only = os.environ.get("EDGEPRUNE_BENCH_MODELS")  # e.g. "zoo:cifar_resnet56": a subset of the cases
+    if only:
+        cases = [c for c in cases if c[0] in only.split(",")]
     exporter = os.environ.get("EDGEPRUNE_BENCH_EXPORTER", "dynamo")
     results = []
 
@@ -206,10 +226,11 @@ def run(quick: bool = False) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-cache-") as cache:
         for spec, shape, n in cases:
+            rounds = 2 if quick or n_macs_big(spec) else 3
             results.append(evaluate(spec, shape, n, rounds=rounds, exporter=exporter, seed=0, cache_dir=Path(cache)))
             r = results[-1]
             print_table(
-                f"{spec} {r['shape']} on cpu: predicted vs measured (ms; errors in %)",
+                f"{spec} {r['shape']} on cpu ({r['threads']} threads): predicted vs measured (ms; errors in %)",
                 ["cfg", "keep", "p50 measured", "round spread", "pred", "err", "err const.", "err scaled",
                  "err calib.", "node sum", "node pred", "node err"],
                 [[x["config"], round(x["keep"], 2), x["measured_ms"], pct(x["round_spread"]),
@@ -219,9 +240,9 @@ def run(quick: bool = False) -> dict:
             )
     print_table(
         "cost model on cpu: build time, and share of predictions within ±5% / ±10% of the measurement",
-        ["model", "shape", "cold s", "warm s", "n", "profiled", "constant", "scaled", "calibrated", "node sum",
-         "rounds agree"],
-        [[r["model"], r["shape"], r["build_cold_s"], r["build_warm_s"], r["configs"],
+        ["model", "shape", "threads", "cold s", "warm s", "n", "profiled", "constant", "scaled", "calibrated",
+         "node sum", "rounds agree"],
+        [[r["model"], r["shape"], r["threads"], r["build_cold_s"], r["build_warm_s"], r["configs"],
           *[f"{r['shares'][c]['within_5pct']:.2f} / {r['shares'][c]['within_10pct']:.2f}"
             for c in ("error_profiled", "error_constant", "error_scaled", "error_calibrated", "node_error")],
           f"{r['noise_floor']['rounds_within_5pct']:.2f} / {r['noise_floor']['rounds_within_10pct']:.2f}"]

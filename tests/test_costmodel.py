@@ -342,3 +342,14 @@ def test_resnet56_layers_dedupe_to_ten_tables():
     recs = inspect_layers(cifar_resnet(56), torch.zeros(1, 3, 32, 32))
     keys = {table_key(r.signature, grid_for(r)) for r in recs}
     assert len(recs) == 56 and len(keys) == 10
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    from edgeprune.costmodel import default_cache_root
+
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert default_cache_root() == tmp_path / "elsewhere"
+    assert LatencyCache().dir == tmp_path / "elsewhere" / "costmodel"
+    monkeypatch.delenv("EDGEPRUNE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_root() == tmp_path / "xdg" / "edgeprune"
