@@ -293,6 +293,11 @@ def _module_latency(report) -> dict[str, float]:
     return module_latency(report.layers) if report is not None else {}
 
 
+def _modelled(cost_model, widths: dict) -> dict:
+    """Only the layers the cost model has tables for (it refuses any other path)."""
+    return {p: tuple(w) for p, w in widths.items() if p in cost_model.layers}
+
+
 def _open_planner(s: PruneSession, dense: dict):
     from .costmodel import CostModel
     from .latency import LatencyPlanner
@@ -360,7 +365,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
     if planner is not None:
         for record in history:  # a resumed run re-learns the cost model's correction from what it measured
             if record.get("latency_stats"):
-                planner.cost_model.calibrate(record["latency_stats"]["p50"], record["widths"])
+                planner.cost_model.calibrate(record["latency_stats"]["p50"],
+                                             _modelled(planner.cost_model, record["widths"]))
 
     round_id = state["last_round"]
     while not controller.finished:
@@ -404,7 +410,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
         if planner is not None:
             lat = m.extra["latency"]
             widths = layer_widths(model)
-            calibration = planner.cost_model.calibrate(lat["latency_ms"]["p50"], widths)
+            calibration = planner.cost_model.calibrate(lat["latency_ms"]["p50"], _modelled(planner.cost_model, widths))
             record.update(plan_info, latency_ms=m.latency_ms, latency_upper_ms=m.latency_upper_ms,
                           latency_stats=lat["latency_ms"], widths=widths,
                           prediction_error=calibration["error"])
