@@ -22,6 +22,7 @@ _API = {
     "load": "edgeprune.loading",
     "inspect_path": "edgeprune.inspect",
     "ExportConfig": "edgeprune.export",
+    "CheckConfig": "edgeprune.check",
 }
 
 __all__ = ["ConstraintNotMet", "EdgepruneError", "__version__", *_API]

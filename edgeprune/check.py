@@ -481,6 +481,11 @@ def _decide(config: CheckConfig, spec: TargetSpec, metric: str, measured: list[M
                                                 alpha=config.alpha, seed=config.seed)
         result.notes += result.budget.notes
     busy = max(result.noise.values())
+    if stored is not None and result.noise["candidate_slow_share"] - result.noise["baseline_slow_share"] > 0.1:
+        result.notes.append(
+            f"the machine is busier now than when the baseline was stored ({result.noise['candidate_slow_share']:.0%} "
+            f"vs {result.noise['baseline_slow_share']:.0%} of iterations over twice the fastest tenth): part of "
+            "any change may be the machine's; re-run, or compare with --baseline-model")
     if busy > BUSY_SHARE:
         result.notes.append(f"busy machine: {busy:.0%} of iterations took over twice the fastest tenth's time; "
                             "expect wide intervals (raise --min-time, or use a quieter runner)")

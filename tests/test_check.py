@@ -369,3 +369,29 @@ def test_conclusive_verdict_is_not_re_measured(nets, monkeypatch):
                                                    blocks=4, per_node=False))
     assert not result.passed and result.candidate["samples_blocks"] == [40] * 4
     assert result.regression.ratio == pytest.approx(1.5, rel=0.02)
+
+
+def test_busier_machine_than_the_stored_baseline_is_noted(nets, tmp_path, monkeypatch):
+    from edgeprune import check as check_mod
+    from edgeprune import runners
+
+    rng = np.random.default_rng(1)
+    quiet = list(rng.lognormal(0, 0.02, 200))
+    baseline = tmp_path / "b.json"
+    baseline.write_text(json.dumps({"kind": "edgeprune.profile", "schema_version": 1, "samples_ms": quiet,
+                                    "samples_blocks": [50] * 4, "latency_ms": {"p50": 1.0},
+                                    "target": {"conditions": COND}, "layers": []}))
+
+    def busy(self, path, **kw):  # 40% of iterations preempted: 5x slower
+        x = rng.lognormal(0, 0.02, 50)
+        x[rng.random(50) < 0.4] *= 5.0
+        return {"samples_ms": list(x), "latency_ms": {"p50": 1.0}, "conditions": COND, "settings": {}, "nodes": [],
+                "memory": {}}
+
+    monkeypatch.setattr(ScriptedRunner, "measure", busy)
+    monkeypatch.setattr(runners, "open_runner", ScriptedRunner)
+    result = check_mod.check(check_mod.CheckConfig(model=str(nets["narrow"]), baseline=str(baseline), blocks=4,
+                                                   max_blocks=4, per_node=False))
+    assert result.noise["candidate_slow_share"] > 0.3 and result.noise["baseline_slow_share"] < 0.05
+    assert any("busier now than when the baseline was stored" in n for n in result.notes)
+    assert any(n.startswith("busy machine") for n in result.notes)
