@@ -122,6 +122,26 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def run_cli(out: str | os.PathLike[str], produce: Callable[[], dict[str, Any]]) -> int:
+    """The profilers' shared CLI tail: run `produce`, write its profile atomically, print a one-line JSON
+    summary; a user error is one stderr line and exit 1, an interrupt exit 130."""
+    try:
+        result = produce()
+        try:
+            write_json_atomic(out, result)
+        except OSError as exc:
+            raise ProfilerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except ProfilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    lat = result["latency_ms"]
+    print(json.dumps({"out": str(out), "p50_ms": lat["p50"], "n": lat["n"], "nodes": len(result["nodes"])}))
+    return 0
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

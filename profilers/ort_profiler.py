@@ -33,8 +33,8 @@ from .common import (
     parse_shape_args,
     peak_rss_mb,
     physical_cores,
+    run_cli,
     timed_loop,
-    write_json_atomic,
 )
 
 RUNTIME = "onnxruntime"
@@ -473,8 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: 0 on success (a one-line JSON summary on stdout), 1 with one line on stderr for user errors."""
     args = build_parser().parse_args(argv)
-    try:
-        result = profile_onnx(
+    return run_cli(
+        args.out,
+        lambda: profile_onnx(
             args.model,
             threads=args.threads,
             execution_provider=args.provider,
@@ -487,22 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_node=not args.no_nodes,
             input_shapes=parse_shape_args(args.shape),
             seed=args.seed,
-        )
-        try:
-            write_json_atomic(args.out, result)
-        except OSError as exc:
-            raise ProfilerError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    except ProfilerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    lat = result["latency_ms"]
-    print(
-        json.dumps({"out": str(args.out), "p50_ms": lat["p50"], "n": lat["n"], "nodes": len(result["nodes"])})
+        ),
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ installed where this was written, so this file has not run against the real libr
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -37,9 +36,9 @@ from .common import (
     model_file_info,
     parse_shape_args,
     peak_rss_mb,
+    run_cli,
     timed_loop,
     write_bytes_atomic,
-    write_json_atomic,
 )
 from .cuda_buffers import BACKENDS, DeviceBackend, open_backend
 from .trt_parsing import LayerTimeAggregator, build_trt_nodes, metadata_onnx_nodes, parse_engine_information
@@ -551,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: 0 on success (a one-line JSON summary on stdout), 1 with one line on stderr for user errors."""
     args = build_parser().parse_args(argv)
-    try:
-        result = profile_trt(
+    return run_cli(
+        args.out,
+        lambda: profile_trt(
             args.model,
             precision=args.precision,
             warmup=args.warmup,
@@ -571,22 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             builder_optimization_level=args.builder_opt_level,
             threads=args.threads,
             seed=args.seed,
-        )
-        try:
-            write_json_atomic(args.out, result)
-        except OSError as exc:
-            raise ProfilerError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    except ProfilerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    lat = result["latency_ms"]
-    print(
-        json.dumps({"out": str(args.out), "p50_ms": lat["p50"], "n": lat["n"], "nodes": len(result["nodes"])})
+        ),
     )
-    return 0
 
 
 if __name__ == "__main__":
