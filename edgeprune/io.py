@@ -1,27 +1,19 @@
-"""Atomic file writing: a reader never sees a half-written file, and an interrupted write leaves none."""
+"""Atomic file writing: a reader never sees a half-written file, and an interrupted write leaves none.
+
+The byte-level write is the profilers' own (they ship inside edgeprune and must stay importable without
+it, so the mechanism lives there); edgeprune's JSON adds `default=str` for the paths and numbers its
+reports carry.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .profilers.common import write_bytes_atomic
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: Path, text: str) -> None:
