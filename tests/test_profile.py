@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -52,9 +53,10 @@ def test_profile_json_report(tmp_path):
 
 
 def test_profile_table_output():
-    result = CliRunner().invoke(cli, ["profile", "zoo:cifar_resnet20", *FAST, "--top", "5"])
+    # --top larger than the model: which layers rank slowest is timing noise, the table's content is not
+    result = CliRunner().invoke(cli, ["profile", "zoo:cifar_resnet20", *FAST, "--top", "500"])
     assert result.exit_code == 0, result.output
-    assert "slowest 5 layers" in result.output and "layer1.0.conv1" in result.output
+    assert re.search(r"slowest \d+ layers", result.output) and "layer1.0.conv1" in result.output
 
 
 def _run(args, cwd=None):
