@@ -124,4 +124,4 @@ def verdict(constraints: list[Constraint], metrics: RoundMetrics) -> tuple[Verdi
 
 def binding(constraints: list[Constraint], states: dict[str, str]) -> list[str]:
     """The constraints that stopped the run from going further (for the report)."""
-    return [c.name for c in constraints if states.get(c.name) in ("over", "below" if c.is_budget else "over")]
+    return [c.name for c in constraints if states.get(c.name) == ("below" if c.is_budget else "over")]

@@ -48,3 +48,13 @@ def test_round_cap_and_roundtrip():
 def test_layer_weights_sum_to_one():
     w = layer_weights({"a": 10, "b": 30})
     assert w == {"a": 0.25, "b": 0.75}
+
+
+def test_binding_names_only_what_is_unmet():
+    from edgeprune.policies import AccuracyDrop, ParamsBudget, binding
+
+    cs = [AccuracyDrop(baseline=90, max_drop=1), ParamsBudget(budget=100)]
+    # a budget landed past its slack still counts as met (prune's final pick); only 'below' binds it
+    assert binding(cs, {"accuracy": "below", "params": "over"}) == []
+    assert binding(cs, {"accuracy": "below", "params": "below"}) == ["params"]
+    assert binding(cs, {"accuracy": "over", "params": "met"}) == ["accuracy"]
