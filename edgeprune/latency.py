@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from .allocator import allocate
-from .errors import EdgepruneError
 from .pruning import ChannelGroup
 
 METRIC_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -143,5 +142,3 @@ def check_deadline_reachable(floor_ms: float, floor_upper_ms: float, deadline_ms
             f"{dense_ms:.3f} ms). Choose a deadline above {floor_upper_ms:.3f} ms, a faster target, or a "
             "smaller architecture"
         )
-    if deadline_ms <= 0:
-        raise EdgepruneError(f"--latency-ms must be positive, got {deadline_ms}")

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .errors import EdgepruneError
 from .targets import TargetSpec, usability
@@ -106,8 +106,3 @@ def open_runner(target: TargetSpec) -> Runner:
     if not ok:
         raise EdgepruneError(f"target {target.name} cannot be measured here: {why}")
     return _RUNNERS["remote" if target.is_remote else "local"](target)
-
-
-def describe(profile: dict[str, Any]) -> str:
-    lat = profile.get("latency_ms", {})
-    return f"p50 {lat.get('p50', float('nan')):.3f} ms (n={lat.get('n')})"
