@@ -28,6 +28,7 @@ from .policies import (
     binding,
     verdict,
 )
+from .progress import Progress
 from .rundir import RunDir
 
 SCHEMA_VERSION = 1
@@ -314,9 +315,8 @@ def prune(cfg: PruneConfig) -> PruneResult:
     """Prune `cfg.model` until its constraints are met (see module doc); writes everything under cfg.output."""
     import torch
 
-    from .latency import layer_widths
-    from .pruning import PruningGraph, build_manifest
-    from .selection import SelectionContext, auto_step, select
+    from .pruning import PruningGraph
+    from .selection import auto_step
 
     s = PruneSession(cfg)
     latency_mode = cfg.latency_ms is not None
@@ -343,7 +343,12 @@ def prune(cfg: PruneConfig) -> PruneResult:
         dm = s.metrics(s.original, latency=False)  # the dense latency is measured per layer below
         dense = {"accuracy": dm.accuracy, "params": dm.params, "flops": dm.flops, "memory_mb": dm.memory_mb,
                  "channels": _conv_channels(s.original), "latency_ms": None}
-        default_step = 0.5 if latency_mode else auto_step(dense_graph.groups())
+        if latency_mode or cfg.step is not None or cfg.method != "aiap":
+            default_step = 0.5
+        else:
+            dense_groups = dense_graph.groups()
+            default_step = auto_step(dense_groups, importance.scores(dense_graph.model, dense_graph, dense_groups,
+                                                                     calib), cfg.weighting)
         controller = AIAPController(step=cfg.step if cfg.step is not None else default_step,
                                     max_rounds=cfg.max_rounds, max_retries=3)
         history = []
@@ -369,66 +374,101 @@ def prune(cfg: PruneConfig) -> PruneResult:
                                              _modelled(planner.cost_model, record["widths"]))
 
     round_id = state["last_round"]
-    while not controller.finished:
-        round_id += 1
-        started = time.perf_counter()
-        base = controller.restart_from()
-        model, steps = s.model_at(base)
-        graph = PruningGraph(model, s.example)
-        graph.current_round = round_id
-        groups = graph.groups()
-        tried = controller.next_threshold() if cfg.method == "aiap" else float(controller.rounds + 1)
-        scores = importance.scores(model, graph, groups, calib)
-        plan_info: dict[str, Any] = {}
-        if planner is not None:
-            plan, plan_info = planner.plan(tried, groups, scores, layer_widths(model))
-        else:
-            ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
-            plan = select(cfg.method, groups, scores, ctx)
-        t_select = time.perf_counter() - started
-        if not plan:
-            if cfg.method != "aiap" or all(g.size <= 1 for g in groups):
-                controller.stop("nothing left to prune")
-                break
-            controller.advance(tried)  # threshold too low to touch anything: grow it
-            round_id -= 1
-            continue
-        graph.prune_many(plan)
-        t0 = time.perf_counter()
-        train = s.finetune(model, cfg.finetune_epochs)
-        t_train = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        m = s.metrics(model)
-        t_measure = time.perf_counter() - t0
-        v, states = verdict(constraints, m)
-        manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
-        record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
-                               {"select": t_select, "finetune": t_train, "measure": t_measure,
-                                "total": time.perf_counter() - started}, _conv_channels(model))
-        record["base_round"] = base
-        record["train"] = train
-        if planner is not None:
-            lat = m.extra["latency"]
-            widths = layer_widths(model)
-            calibration = planner.cost_model.calibrate(lat["latency_ms"]["p50"], _modelled(planner.cost_model, widths))
-            record.update(plan_info, latency_ms=m.latency_ms, latency_upper_ms=m.latency_upper_ms,
-                          latency_stats=lat["latency_ms"], widths=widths,
-                          prediction_error=calibration["error"])
-        s.run.write_round(round_id, model, manifest, record)
-        if cfg.method != "aiap" and v == Verdict.OVERSHOOT:
-            controller.stop("constraint broken")  # fixed-rate methods do not back off: the last good round wins
-        else:
-            controller.report(round_id, tried, v)
-        history.append(record)
-        state.update(last_round=round_id)
-        s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
-        acc = f" acc {m.accuracy:.2f}" if m.accuracy is not None else ""
-        lat_text = (f" {s.metric} {m.latency_ms:.3f} ms (predicted {plan_info['predicted_latency_ms']:.3f})"
-                    if planner is not None else "")
-        log(f"round {round_id}: T={tried:.3f} removed {sum(len(i) for i in plan.values())} units, "
-            f"params {m.params:,}{acc}{lat_text} -> {v.value}")
+    overshot: dict[str, int] = state.setdefault("overshot_plans", {})
+    with Progress(cfg.max_rounds, "pruning rounds") as bar:
+        while not controller.finished:
+            round_id = _one_round(s, cfg, controller, state, history, overshot, round_id + 1, importance, calib,
+                                  constraints, planner, bar)
 
     return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []), planner)
+
+
+def _plan_key(base: int | None, plan: dict[str, list[int]]) -> str:
+    """Identifies 'these channels removed from this round's model': the same key means the same network."""
+    import hashlib
+    import json
+
+    text = json.dumps([base, sorted((g, sorted(ix)) for g, ix in plan.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, state: dict, history: list[dict],
+               overshot: dict[str, int], round_id: int, importance, calib, constraints: list[Constraint],
+               planner, bar: Progress) -> int:
+    """Try one threshold; returns the id of the last round written (round_id - 1 when none was)."""
+    from .latency import layer_widths
+    from .pruning import PruningGraph, build_manifest
+    from .selection import SelectionContext, select
+
+    started = time.perf_counter()
+    base = controller.restart_from()
+    bar.update(description=f"round {round_id}: scoring channels")
+    model, steps = s.model_at(base)
+    graph = PruningGraph(model, s.example)
+    graph.current_round = round_id
+    groups = graph.groups()
+    tried = controller.next_threshold() if cfg.method == "aiap" else float(controller.rounds + 1)
+    scores = importance.scores(model, graph, groups, calib)
+    plan_info: dict[str, Any] = {}
+    if planner is not None:
+        plan, plan_info = planner.plan(tried, groups, scores, layer_widths(model))
+    else:
+        ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
+        plan = select(cfg.method, groups, scores, ctx)
+    t_select = time.perf_counter() - started
+    if not plan:
+        if cfg.method != "aiap" or all(g.size <= 1 for g in groups):
+            controller.stop("nothing left to prune")
+        else:
+            controller.advance(tried)  # threshold too low to touch anything: grow it
+        return round_id - 1
+    key = _plan_key(base, plan)
+    if key in overshot:
+        # Same start, same channels: the same network, so fine-tuning it again (same seed) would overshoot again.
+        log(f"T={tried:.3f} removes the same channels as round {overshot[key]}, which overshot: "
+            "counted as an overshoot without training it again")
+        controller.report(round_id, tried, Verdict.OVERSHOOT)
+        s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
+        return round_id - 1
+    graph.prune_many(plan)
+    bar.update(description=f"round {round_id}: fine-tuning")
+    t0 = time.perf_counter()
+    train = s.finetune(model, cfg.finetune_epochs)
+    t_train = time.perf_counter() - t0
+    bar.update(description=f"round {round_id}: measuring")
+    t0 = time.perf_counter()
+    m = s.metrics(model)
+    t_measure = time.perf_counter() - t0
+    v, states = verdict(constraints, m)
+    manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
+    record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
+                           {"select": t_select, "finetune": t_train, "measure": t_measure,
+                            "total": time.perf_counter() - started}, _conv_channels(model))
+    record["base_round"] = base
+    record["train"] = train
+    if planner is not None:
+        lat = m.extra["latency"]
+        widths = layer_widths(model)
+        calibration = planner.cost_model.calibrate(lat["latency_ms"]["p50"], _modelled(planner.cost_model, widths))
+        record.update(plan_info, latency_ms=m.latency_ms, latency_upper_ms=m.latency_upper_ms,
+                      latency_stats=lat["latency_ms"], widths=widths, prediction_error=calibration["error"])
+    s.run.write_round(round_id, model, manifest, record)
+    if cfg.method != "aiap" and v == Verdict.OVERSHOOT:
+        controller.stop("constraint broken")  # fixed-rate methods do not back off: the last good round wins
+    else:
+        controller.report(round_id, tried, v)
+    if v == Verdict.OVERSHOOT:
+        overshot[key] = round_id
+    history.append(record)
+    state.update(last_round=round_id)
+    s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
+    acc = f" acc {m.accuracy:.2f}" if m.accuracy is not None else ""
+    lat_text = (f" {s.metric} {m.latency_ms:.3f} ms (predicted {plan_info['predicted_latency_ms']:.3f})"
+                if planner is not None else "")
+    log(f"round {round_id}: T={tried:.3f} removed {sum(len(i) for i in plan.values())} units, "
+        f"params {m.params:,}{acc}{lat_text} -> {v.value}")
+    bar.advance(description=f"round {round_id}: {v.value}")
+    return round_id
 
 
 def pick_final_round(controller: AIAPController, history: list[dict], constraints: list[Constraint]) -> int | None:

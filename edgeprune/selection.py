@@ -70,7 +70,8 @@ def select_aiap(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], ct
 def select_fixed(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], ctx: SelectionContext) -> Plan:
     plan: Plan = {}
     for g in groups:
-        picked = _lowest(np.asarray(scores[g.id]), math.floor(ctx.fraction * g.size + 1e-9), g.size)
+        # Rounded, not floored: flooring 10% of a 6-filter layer is 0, so small layers would never shrink.
+        picked = _lowest(np.asarray(scores[g.id]), math.floor(ctx.fraction * g.size + 0.5), g.size)
         if picked:
             plan[g.id] = picked
     return plan
@@ -95,10 +96,32 @@ def select(strategy: str, groups: list[ChannelGroup], scores: Mapping[str, np.nd
     return STRATEGIES[strategy](groups, scores, ctx)
 
 
-def auto_step(groups: list[ChannelGroup]) -> float:
-    """A first step that prunes, in an average layer, units under a quarter of the layer's mean score.
+def removed_share(groups: list[ChannelGroup], plan: Plan, weighting: str) -> float:
+    """The share of the model's prunable cost (params or FLOPs, by `weighting`) that `plan` removes."""
+    per_unit = {g.id: (g.params_per_unit if weighting == "params" else g.flops_per_unit) for g in groups}
+    total = sum(group_cost(g, weighting) for g in groups)
+    return sum(per_unit[gid] * len(ix) for gid, ix in plan.items()) / total if total else 0.0
 
-    thr_l = T * w_l with w_l ~ 1/G, so T = G/4 puts an average layer's threshold at 0.25; the paper's
-    step of 1 suits networks of a few layers (LeNet) but would need dozens of rounds on a ResNet-56.
+
+def auto_step(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], weighting: str = "params",
+              share: float = 0.08) -> float:
+    """The first AIAP step: the smallest threshold T whose selection removes about `share` of the cost.
+
+    Why not a fixed T: the per-layer thresholds are T * w_l and w_l shrinks as layers multiply, so the
+    paper's step of 1 suits LeNet but removes almost nothing from a ResNet-56, while a step scaled by
+    the layer count assumes equal layers and overshoots on real ones. Searching T on the dense model's
+    own scores gives every network a first round of the same size.
     """
-    return max(1.0, 0.25 * len(groups))
+    def share_at(t: float) -> float:
+        plan = select_aiap(groups, scores, SelectionContext(threshold=t, weighting=weighting))
+        return removed_share(groups, plan, weighting)
+
+    lo, hi = 0.0, 1.0
+    while share_at(hi) < share:
+        lo, hi = hi, hi * 2
+        if hi > 1e6:  # nothing reaches the share (e.g. every group at one unit): any step prunes what it can
+            return 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if share_at(mid) < share else (lo, mid)
+    return hi

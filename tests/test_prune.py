@@ -120,3 +120,17 @@ def test_killed_run_resumes_from_last_complete_round(task, tmp_path):
     rounds = [r["round"] for r in report["rounds"]]
     assert rounds == sorted(set(rounds)) and rounds[:done] == list(range(1, done + 1))
     assert report["resumed_after_rounds"] == [done]
+
+
+def test_retry_that_picks_the_same_channels_is_not_trained_again(task, tmp_path, capsys):
+    # A huge first step strips every group to one unit: far past the budget, so it overshoots. Halving a
+    # huge step still strips everything, and that identical network must not be fine-tuned again.
+    out = tmp_path / "run"
+    r = prune(_cfg(task, out, params_reduction=30, step=1000.0, max_rounds=8)).report
+    assert r["rounds"][0]["verdict"] == "overshoot"
+    tried = [(rd["base_round"], tuple(sorted(rd["removed"].items()))) for rd in r["rounds"]]
+    assert len(tried) == len(set(tried)), tried
+    assert "counted as an overshoot without training it again" in capsys.readouterr().err
+    state = json.loads((out / "state.json").read_text())
+    assert state["controller"]["rounds"] > len(r["rounds"])  # the skipped retries still count as rounds
+    assert state["overshot_plans"]
