@@ -17,6 +17,7 @@ import torch
 
 from .log import log
 from .models.digits_cnn import BATCH, INPUT_SHAPE, make_demo_net
+from .progress import Progress, training_callback
 
 SPEC = "zoo:digits_cnn"
 
@@ -50,7 +51,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     task = load_task_data("digits", test_data="digits-test", batch_size=64, seed=0, input_shape=INPUT_SHAPE,
                           num_classes=10)
     net = make_demo_net()
-    trained = train_from_scratch(net, task, TrainConfig(epochs=cfg.epochs, lr=0.05, batch_size=64))
+    with Progress(cfg.epochs, "training") as bar:
+        trained = train_from_scratch(net, task, TrainConfig(epochs=cfg.epochs, lr=0.05, batch_size=64),
+                                     progress=training_callback(bar))
     net.eval()
     acc = task.evaluate(net, task.val)
     weights = out / "dense_weights.pt"

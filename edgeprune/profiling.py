@@ -12,6 +12,7 @@ from .attribution import attribute, attributed_share, index_graph
 from .errors import EdgepruneError
 from .models import LoadedModel, load_model, sha256_file
 from .onnx_export import export_onnx
+from .progress import Progress
 from .runners import open_runner
 from .targets import HostSpec, TargetSpec, load_target
 
@@ -150,16 +151,19 @@ def profile(
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model, weights=weights, shape=shape, allow_pickle=allow_pickle)
     module_names = {n for n, _ in loaded.module.named_modules() if n} if loaded.module is not None else None
-    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx-") as tmp:
+    # The runner opens first: a target that cannot be measured here fails before any work or progress line.
+    with open_runner(spec) as runner, tempfile.TemporaryDirectory(prefix="edgeprune-onnx-") as tmp, \
+            Progress(2, "profiling: exporting") as bar:
         onnx_path, export_info = export_for_target(loaded, Path(tmp))
+        bar.advance(description=f"profiling: measuring on {spec.name}")
         extra = []
         if loaded.onnx_path is not None and loaded.input_shape:
             import onnx
 
             first_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
             extra = ["--shape", f"{first_input}=" + "x".join(map(str, loaded.input_shape))]
-        with open_runner(spec) as runner:
-            raw = runner.measure(onnx_path, per_node=per_node, extra_args=extra)
+        raw = runner.measure(onnx_path, per_node=per_node, extra_args=extra)
+        bar.advance(description="profiling: measured")
         report = build_report(raw, spec, {**loaded.describe(), **export_info}, onnx_path, module_names)
     if not report.samples_ms:
         raise EdgepruneError("the profiler returned no latency samples")

@@ -135,3 +135,21 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def training_callback(bar: Progress) -> Any:
+    """A `progress` callback for edgeprune.training that drives `bar` (opened with total = epochs).
+
+    On a terminal the bar moves per batch (its total becomes epochs x batches once known); in plain-line
+    mode only finished epochs print, since a line per batch would bury the log.
+    """
+    def on_batch(p: Any) -> None:
+        text = f"{bar.description.split(':')[0]}: epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.3f}"
+        if bar.mode == "bar" and p.batches:
+            if bar.total != p.epochs * p.batches:
+                bar.update(total=p.epochs * p.batches)
+            bar.advance(description=text)
+        elif p.batches is None or p.batch + 1 == p.batches:
+            bar.advance(description=text)
+
+    return on_batch

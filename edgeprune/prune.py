@@ -28,7 +28,7 @@ from .policies import (
     binding,
     verdict,
 )
-from .progress import Progress
+from .progress import Progress, training_callback
 from .rundir import RunDir
 
 SCHEMA_VERSION = 1
@@ -226,13 +226,14 @@ class PruneSession:
         model = load_pruned(self.original, directory, example_input=self.example)
         return model, json.loads((directory / "manifest.json").read_text())["steps"]
 
-    def finetune(self, model, epochs: int) -> dict[str, Any] | None:
+    def finetune(self, model, epochs: int, label: str = "fine-tuning") -> dict[str, Any] | None:
         if not self.task or epochs <= 0:
             return None
         from .training import finetune
 
         cfg = dataclasses.replace(self.train_config, epochs=epochs)
-        return finetune(model, self.task, cfg).to_dict()
+        with Progress(epochs, label) as bar:
+            return finetune(model, self.task, cfg, progress=training_callback(bar)).to_dict()
 
 
 def _importance(cfg: PruneConfig):
@@ -531,7 +532,7 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
             f"stopped: {controller.stop_reason}. Loosen a constraint or raise --finetune-epochs"
         )
     model, steps = s.model_at(best)
-    final_train = s.finetune(model, cfg.final_epochs)
+    final_train = s.finetune(model, cfg.final_epochs, "final fine-tuning")
     m = s.metrics(model, latency=False)
     _, states = verdict(constraints, m)
     manifest = build_manifest(s.original, model, steps, s.example)

@@ -88,3 +88,31 @@ def test_bar_closes_on_error():
     from edgeprune.progress import _live
 
     assert not _live
+
+
+def test_training_callback_prints_a_line_per_epoch_not_per_batch():
+    from edgeprune.progress import training_callback
+    from edgeprune.training import TrainProgress
+
+    out = io.StringIO()
+    with Progress(2, "fine-tuning", stream=out) as bar:
+        cb = training_callback(bar)
+        for epoch in range(2):
+            for b in range(5):
+                cb(TrainProgress(epoch, 2, b, 5, loss=1.0 / (b + 1), lr=0.1))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("fine-tuning: epoch 1/2, loss 0.200: 1/2")
+
+
+def test_training_callback_moves_a_terminal_bar_per_batch():
+    from edgeprune.progress import training_callback
+    from edgeprune.training import TrainProgress
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120, color_system=None)
+    with Progress(2, "fine-tuning", console=console) as bar:
+        cb = training_callback(bar)
+        for b in range(4):
+            cb(TrainProgress(0, 2, b, 4, loss=0.5, lr=0.1))
+        assert bar.total == 8 and bar.completed == 4

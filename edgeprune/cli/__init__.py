@@ -46,6 +46,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="edgeprune")
 def cli() -> None:
     """Prune CNNs until they meet a latency deadline measured on the real target device."""
+    from ..log import set_quiet
+
+    set_quiet(False)  # each invocation starts loud; --format json / -q turn it off while parsing
 
 
 def main(argv: list[str] | None = None) -> None:

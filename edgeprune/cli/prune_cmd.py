@@ -69,10 +69,8 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
           finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
           max_batches, seed, output, resume, force, fmt, quiet) -> None:
     """Prune MODEL's filters until the constraints hold; write the pruned model, ONNX and report to -o."""
-    from ..log import set_quiet
     from ..prune import PruneConfig, run_prune
 
-    set_quiet(quiet or fmt == "json")
     config = PruneConfig(
         model=model, output=output, target=target, weights=weights, shape=parse_shape(shape),
         allow_pickle=allow_pickle, host=host, accept_new_host_key=accept_new_host_key, data=data,

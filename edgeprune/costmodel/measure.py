@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EdgepruneError
+from ..progress import Progress
 from ..targets import TargetSpec
 from .variants import Branch, Grid, LayerSignature, Pack, plan_packs, read_branch_times, write_pack
 
@@ -141,24 +142,26 @@ def measure_rounds(
     dense: list[float] = []
     speed = _Speed()
     t0 = time.perf_counter()
-    for rnd in range(max(1, repeats)):
-        for pack, path in zip(packs, paths, strict=True):
-            n = speed.iterations_for(pack, iterations)
-            raw = runner.measure(path, per_node=True, extra_args=pack_args(target, n))
-            stats.runner_calls += 1
-            try:
-                times, eps = read_branch_times(raw, len(pack.branches))
-            except ValueError as exc:
-                raise EdgepruneError(f"cost model: profiling {path.name} on {target.name}: {exc}") from exc
-            stats.profiler_overhead_ms.append(eps)
-            speed.observe(pack, sum(times))
-            for b, t in zip(pack.branches, times, strict=True):
-                best[id(b)] = min(best.get(id(b), float("inf")), t)
-        if dense_onnx is not None:
-            dense.append(measure_dense_once(dense_onnx, runner))
-            stats.runner_calls += 1
-        log.info("cost model: round %d/%d measured (%d packs, %d variants)", rnd + 1, repeats,
-                 len(packs), len(branches))
+    with Progress(max(1, repeats) * len(packs), f"cost model: measuring {len(branches)} layer variants") as bar:
+        for rnd in range(max(1, repeats)):
+            for pack, path in zip(packs, paths, strict=True):
+                n = speed.iterations_for(pack, iterations)
+                raw = runner.measure(path, per_node=True, extra_args=pack_args(target, n))
+                stats.runner_calls += 1
+                try:
+                    times, eps = read_branch_times(raw, len(pack.branches))
+                except ValueError as exc:
+                    raise EdgepruneError(f"cost model: profiling {path.name} on {target.name}: {exc}") from exc
+                stats.profiler_overhead_ms.append(eps)
+                speed.observe(pack, sum(times))
+                for b, t in zip(pack.branches, times, strict=True):
+                    best[id(b)] = min(best.get(id(b), float("inf")), t)
+                bar.advance()
+            if dense_onnx is not None:
+                dense.append(measure_dense_once(dense_onnx, runner))
+                stats.runner_calls += 1
+            log.info("cost model: round %d/%d measured (%d packs, %d variants)", rnd + 1, repeats,
+                     len(packs), len(branches))
     stats.measure_s += time.perf_counter() - t0
     grids: dict[str, list[list[float]]] = {}
     by_key = {r.key: r for r in requests}
