@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EdgepruneError
+from .progress import Progress
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -209,8 +210,6 @@ def build_engine_file(
     calibration: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Build the engine for `onnx_path` into `dest` with the TensorRT profiler's builder (UNVERIFIED)."""
-    import inspect
-
     from .io import write_bytes_atomic
     from .profilers.common import ProfilerError
     from .profilers.trt_profiler import build_engine
@@ -218,33 +217,29 @@ def build_engine_file(
     kwargs: dict[str, Any] = {}
     calibrator = None
     if plan.int8_mode == "calibration":
-        if "calibrator" not in inspect.signature(build_engine).parameters:
-            raise EdgepruneError(
-                "INT8 calibration is not wired into this edgeprune's TensorRT builder "
-                "(profilers/trt_profiler.build_engine takes no calibrator): use an explicitly quantized ONNX "
-                "or --precision fp16"
-            )
         batch = shapes["opt"][0] if shapes else input_shape[0]
         calibrator = make_calibrator(calibration_batches(calibration, batch), input_name)
         kwargs["calibrator"] = calibrator
     shape = list(input_shape)
-    try:
-        plan_bytes, facts = build_engine(
-            onnx_path,
-            precision=plan.precision,
-            workspace_bytes=workspace_bytes(workspace),
-            timing_cache=timing_cache,
-            input_shapes={input_name: shapes["opt"] if shapes else shape},
-            shapes_min={input_name: shapes["min"]} if shapes else {},
-            shapes_opt={input_name: shapes["opt"]} if shapes else {},
-            shapes_max={input_name: shapes["max"]} if shapes else {},
-            **kwargs,
-        )
-    except ProfilerError as exc:
-        raise EdgepruneError(str(exc)) from None
-    finally:
-        if calibrator is not None:
-            calibrator.close()
+    with Progress(1, f"building the TensorRT engine ({plan.precision})") as bar:
+        try:
+            plan_bytes, facts = build_engine(
+                onnx_path,
+                precision=plan.precision,
+                workspace_bytes=workspace_bytes(workspace),
+                timing_cache=timing_cache,
+                input_shapes={input_name: shapes["opt"] if shapes else shape},
+                shapes_min={input_name: shapes["min"]} if shapes else {},
+                shapes_opt={input_name: shapes["opt"]} if shapes else {},
+                shapes_max={input_name: shapes["max"]} if shapes else {},
+                **kwargs,
+            )
+        except ProfilerError as exc:
+            raise EdgepruneError(str(exc)) from None
+        finally:
+            if calibrator is not None:
+                calibrator.close()
+        bar.advance(description="built the TensorRT engine")
     write_bytes_atomic(dest, plan_bytes)
     facts = {k: v for k, v in facts.items() if k != "onnx_nodes"}
     return {**facts, "plan": plan.to_dict(), "engine_bytes": len(plan_bytes)}

@@ -118,7 +118,9 @@ def _network_onnx_nodes(network: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _apply_precision(trt: Any, network: Any, config: Any, precision: str) -> dict[str, Any]:
+def _apply_precision(
+    trt: Any, network: Any, config: Any, precision: str, *, calibrated: bool = False
+) -> dict[str, Any]:
     """Set builder flags for `precision`, or check that a strongly typed network already carries it."""
     major = trt_major(trt.__version__)
     has_flag = major <= 10 and hasattr(trt.BuilderFlag, "FP16")
@@ -145,7 +147,7 @@ def _apply_precision(trt: Any, network: Any, config: Any, precision: str) -> dic
             )
         return {"mode": "strongly-typed", "flags": []}
     if precision == "int8":
-        if not _network_has_qdq(trt, network):
+        if not calibrated and not _network_has_qdq(trt, network):
             raise ProfilerError(
                 "int8 needs an explicitly quantized ONNX (QuantizeLinear/DequantizeLinear nodes); "
                 "this ONNX has none. Quantize it first or profile with --precision fp16"
@@ -157,7 +159,8 @@ def _apply_precision(trt: Any, network: Any, config: Any, precision: str) -> dic
             if hasattr(trt.BuilderFlag, "FP16"):  # let non-quantized layers run in FP16, as trtexec --best
                 config.set_flag(trt.BuilderFlag.FP16)
                 flags.append("FP16")
-        return {"mode": "builder-flag" if flags else "strongly-typed", "flags": flags}
+        mode = "calibration" if calibrated else "builder-flag" if flags else "strongly-typed"
+        return {"mode": mode, "flags": flags}
     raise ProfilerError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}")
 
 
@@ -172,8 +175,13 @@ def build_engine(
     shapes_opt: dict[str, list[int]],
     shapes_max: dict[str, list[int]],
     builder_optimization_level: int | None = None,
+    calibrator: Any = None,
 ) -> tuple[bytes, dict[str, Any]]:
-    """Parse the ONNX, build a serialized engine; returns (plan bytes, build facts)."""
+    """Parse the ONNX, build a serialized engine; returns (plan bytes, build facts).
+
+    calibrator: an IInt8Calibrator for implicit INT8 calibration (TensorRT <= 10 only; int8 precision
+    then needs no Q/DQ nodes in the ONNX).
+    """
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -192,7 +200,13 @@ def build_engine(
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if builder_optimization_level is not None:
         config.builder_optimization_level = builder_optimization_level
-    precision_info = _apply_precision(trt, network, config, precision)
+    precision_info = _apply_precision(trt, network, config, precision, calibrated=calibrator is not None)
+    if calibrator is not None:
+        if not hasattr(config, "int8_calibrator"):
+            raise ProfilerError(
+                f"TensorRT {trt.__version__} has no implicit INT8 calibration; use an explicitly quantized ONNX"
+            )
+        config.int8_calibrator = calibrator
 
     # one optimisation profile when any input is dynamic: min/opt/max default to the --shape value
     dynamic = {}
@@ -219,6 +233,8 @@ def build_engine(
         for name, s in dynamic.items():
             profile.set_shape(name, s["min"], s["opt"], s["max"])
         config.add_optimization_profile(profile)
+        if calibrator is not None:  # calibration runs at one shape: the profile's opt
+            config.set_calibration_profile(profile)
 
     cache = None
     if timing_cache is not None:

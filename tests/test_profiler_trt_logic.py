@@ -341,6 +341,17 @@ def _fake_trt(version: str, callbacks, onnx_order, *, half=False, qdq=False, dyn
         def add_optimization_profile(self, profile):
             state["profiles"].append(profile.shapes)
 
+        if major <= 10:  # implicit INT8 calibration left TensorRT with version 11
+            int8_calibrator = None
+
+            def set_calibration_profile(self, profile):
+                state["calibration_profile"] = profile.shapes
+
+        def __setattr__(self, name, value):
+            if name == "int8_calibrator":
+                state["calibrator"] = value
+            object.__setattr__(self, name, value)
+
         def create_timing_cache(self, blob):
             return ns(serialize=lambda: b"CACHE" + blob)
 
@@ -543,6 +554,23 @@ def test_fake_trt_int8_needs_qdq(fake_env):
     trt = install("10.3.0", qdq=True)
     _run(model, precision="int8", per_node=False)
     assert "INT8" in trt.state["flags"]
+
+
+def test_fake_trt_int8_calibration_needs_no_qdq_and_sets_the_calibrator(fake_env):
+    install, model, _ = fake_env
+    trt = install("10.3.0", dynamic=True)
+    calibrator = object()
+    plan, facts = trt_profiler.build_engine(
+        model, precision="int8", workspace_bytes=1 << 20, timing_cache=None, input_shapes={"input": [4, 3, 32, 32]},
+        shapes_min={}, shapes_opt={}, shapes_max={}, calibrator=calibrator)
+    assert trt.state["calibrator"] is calibrator and "INT8" in trt.state["flags"]
+    assert trt.state["calibration_profile"] == {"input": ([4, 3, 32, 32],) * 3}
+    assert facts["precision"]["mode"] == "calibration"
+    install("11.0.0")
+    with pytest.raises(ProfilerError, match="no implicit INT8 calibration"):
+        trt_profiler.build_engine(
+            model, precision="int8", workspace_bytes=1 << 20, timing_cache=None, input_shapes={},
+            shapes_min={}, shapes_opt={}, shapes_max={}, calibrator=calibrator)
 
 
 def test_fake_trt_dynamic_input_needs_shape_and_builds_profile(fake_env):
