@@ -348,8 +348,9 @@ def prune(cfg: PruneConfig) -> PruneResult:
             default_step = 0.5
         else:
             dense_groups = dense_graph.groups()
-            default_step = auto_step(dense_groups, importance.scores(dense_graph.model, dense_graph, dense_groups,
-                                                                     calib), cfg.weighting)
+            scores = importance.scores(dense_graph.model, dense_graph, dense_groups, calib)
+            total = dense["params"] if cfg.weighting == "params" else dense["flops"]
+            default_step = auto_step(dense_groups, scores, total, cfg.weighting)
         controller = AIAPController(step=cfg.step if cfg.step is not None else default_step,
                                     max_rounds=cfg.max_rounds, max_retries=3)
         history = []

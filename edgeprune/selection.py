@@ -96,16 +96,20 @@ def select(strategy: str, groups: list[ChannelGroup], scores: Mapping[str, np.nd
     return STRATEGIES[strategy](groups, scores, ctx)
 
 
-def removed_share(groups: list[ChannelGroup], plan: Plan, weighting: str) -> float:
-    """The share of the model's prunable cost (params or FLOPs, by `weighting`) that `plan` removes."""
+def removed_share(groups: list[ChannelGroup], plan: Plan, weighting: str, total: float) -> float:
+    """The share of `total` (the model's params or FLOPs, by `weighting`) that `plan` removes.
+
+    `total` is the model's own count: summing the groups' costs would count every weight twice (once
+    as an output channel of one group and once as an input channel of the next).
+    """
     per_unit = {g.id: (g.params_per_unit if weighting == "params" else g.flops_per_unit) for g in groups}
-    total = sum(group_cost(g, weighting) for g in groups)
     return sum(per_unit[gid] * len(ix) for gid, ix in plan.items()) / total if total else 0.0
 
 
-def auto_step(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], weighting: str = "params",
-              share: float = 0.08) -> float:
-    """The first AIAP step: the smallest threshold T whose selection removes about `share` of the cost.
+def auto_step(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], total: float,
+              weighting: str = "params", share: float = 0.08) -> float:
+    """The first AIAP step: the smallest threshold T whose selection removes about `share` of `total`
+    (the model's params or FLOPs, by `weighting`).
 
     Why not a fixed T: the per-layer thresholds are T * w_l and w_l shrinks as layers multiply, so the
     paper's step of 1 suits LeNet but removes almost nothing from a ResNet-56, while a step scaled by
@@ -114,7 +118,7 @@ def auto_step(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], weig
     """
     def share_at(t: float) -> float:
         plan = select_aiap(groups, scores, SelectionContext(threshold=t, weighting=weighting))
-        return removed_share(groups, plan, weighting)
+        return removed_share(groups, plan, weighting, total)
 
     lo, hi = 0.0, 1.0
     while share_at(hi) < share:

@@ -29,16 +29,18 @@ def _resnet_groups():
     graph = PruningGraph(loaded.module, example)
     groups = graph.groups()
     scores = get_importance("l1").scores(graph.model, graph, groups, None)
-    return groups, scores
+    total = sum(p.numel() for p in loaded.module.parameters())
+    return groups, scores, total
 
 
 def test_auto_step_is_the_smallest_threshold_removing_the_share():
-    groups, scores = _resnet_groups()
+    groups, scores, total = _resnet_groups()
     for share in (0.05, 0.08, 0.15):
-        step = auto_step(groups, scores, "params", share=share)
+        step = auto_step(groups, scores, total, "params", share=share)
 
         def removed(t: float) -> float:
-            return removed_share(groups, select("aiap", groups, scores, SelectionContext(threshold=t)), "params")
+            plan = select("aiap", groups, scores, SelectionContext(threshold=t))
+            return removed_share(groups, plan, "params", total)
 
         assert removed(step) >= share
         assert removed(step * (1 - 1e-6)) < share
@@ -46,7 +48,19 @@ def test_auto_step_is_the_smallest_threshold_removing_the_share():
         assert removed(step) < 2.5 * share
 
 
+def test_removed_share_is_the_real_parameter_reduction():
+    loaded = load_model("zoo:cifar_resnet20")
+    graph = PruningGraph(loaded.module, torch.randn(1, 3, 32, 32))
+    groups = graph.groups()
+    total = sum(p.numel() for p in loaded.module.parameters())
+    plan = {g.id: [0, 1] for g in groups if g.size > 4}
+    predicted = removed_share(groups, plan, "params", total)
+    graph.prune_many(plan)
+    actual = 1 - sum(p.numel() for p in graph.model.parameters()) / total
+    assert abs(predicted - actual) < 0.1 * actual  # only weights shared by two pruned groups count twice
+
+
 def test_auto_step_when_nothing_can_reach_the_share():
     groups = [_group("a", 1), _group("b", 1)]
     scores = {"a": np.ones(1), "b": np.ones(1)}
-    assert auto_step(groups, scores) == 1.0
+    assert auto_step(groups, scores, total=100) == 1.0
