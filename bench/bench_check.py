@@ -1,9 +1,12 @@
 """CI-gate figures (issue: CI latency regression checks): how often `edgeprune check` is wrong here.
 
 Model: a plain stack of `depth` 3x3 Conv(32)-ReLU layers on a 1x3x16x16 input (built as ONNX directly;
-~1.2 ms on 2 idle cores), measured on the `cpu` target with check's defaults: the target's warm-up,
-iterations and minimum time split over 6 alternating blocks per model (up to 18 when the first verdict is
-inconclusive), metric p50, --max-regression 5%, alpha 0.05 (see edgeprune/stats.py for the rule).
+~1.2 ms on 2 idle cores), measured on the `cpu` target with check's defaults, metric p50, --max-regression
+5%, alpha 0.05 (see edgeprune/stats.py for the rule). With --baseline-model both models run in one
+profiler process, alternating per iteration (the A/B mode), for the target's warm-up, iterations and
+minimum time, and the pairs are cut into 6 paired blocks (one more A/B run, 6 more blocks, while the
+verdict is inconclusive, up to 18). A stored baseline and its check are measured alone, each in 6 blocks
+of one profiler process each.
 
 - false_failures.interleaved: `check BASE --baseline-model BASE` (both measured now, interleaved),
   repeated N times; failures / N (goal 0/20). `max_lower_bound` is the largest 95% lower bound of the
@@ -38,7 +41,7 @@ from .table import print_table
 
 BASE_DEPTH = 40
 SWEEP_DEPTHS = (41, 42, 43, 45, 48)
-DETECTION_DEPTH = 45  # ~+11% on this machine; the figure records the slowdown actually measured
+DETECTION_DEPTH = 45  # +11..15% here, depending on load; the figure records the slowdown actually measured
 
 
 def conv_stack(path: Path, depth: int, width: int = 32, size: int = 16) -> Path:
@@ -117,7 +120,8 @@ def run(quick: bool = False) -> dict:
     detection = next((s for s in sweep if s["depth"] == DETECTION_DEPTH), None)
     figures = {
         "settings": {"base_depth": BASE_DEPTH, "max_regression": 0.05, "alpha": stats.DEFAULT_ALPHA,
-                     "measure": measure or "target defaults", "blocks": 6},
+                     "measure": measure or "target defaults", "blocks": 6,
+                     "baseline_model": "A/B: one process, alternating per iteration, cut into paired blocks"},
         "false_failures": {"interleaved": false_failures(interleaved), "stored": false_failures(stored)},
         "detection_10pct": detection,
         "sweep": sweep,

@@ -1,8 +1,22 @@
 """`edgeprune check`: a CI latency gate against an absolute budget or a baseline, decided statistically.
 
-A check measures the model (and, with `baseline_model`, the baseline model too, in alternating blocks),
-refuses to compare measurements taken under different conditions, and applies the rule documented in
-`edgeprune.stats`. The result carries everything the CI outputs (`edgeprune.ci_outputs`) render.
+A check measures the model (and, with `baseline_model`, the baseline model too), refuses to compare
+measurements taken under different conditions, and applies the rule documented in `edgeprune.stats`.
+The result carries everything the CI outputs (`edgeprune.ci_outputs`) render.
+
+How two models measured now are interleaved:
+
+* onnxruntime targets (A/B mode, `ABSession`): both models run in ONE profiler process, one right after
+  the other, pair after pair, in a balanced seeded order (of every two pairs one runs the candidate
+  first, one the baseline), until each has the target's iterations and minimum time. The pairs of a run
+  are cut into `blocks` consecutive stretches of equal length; stretch i of the candidate and stretch i
+  of the baseline cover the same moments, and `stats.compare_to_baseline(..., paired=True)` resamples
+  them as paired blocks. Drift and load bursts longer than a pair (a few ms) reach both models alike
+  and cancel in the ratio. While the verdict is inconclusive, another A/B run is measured and cut into
+  `blocks` more blocks (the two models swap roles as the profiler's first and second session from run
+  to run), up to `max_blocks`. Per-layer times come from a separate, short per-node run of each model.
+* other runtimes (TensorRT; `InterleavedSession`): each block is a fresh profiler process with a share
+  of the iterations and time, the models' blocks alternating A B, B A, ...
 """
 
 from __future__ import annotations
@@ -375,6 +389,7 @@ class InterleavedSession:
         self.subjects = subjects
         self.spec = spec
         self.block_spec = _block_target(spec, blocks)
+        self.runner_spec = self.block_spec  # the settings the runner is opened with
         self.per_node = per_node
         self.progress = progress
         self.raws: list[list[dict]] = [[] for _ in subjects]
@@ -414,6 +429,108 @@ class InterleavedSession:
                                          "min_time_s_per_block": self.block_spec.measure.min_time_s}
             out.append(Measurement(s.label, report, sample_blocks))
         return out
+
+
+def _cut(samples: list[float], blocks: int) -> list[list[float]]:
+    """Consecutive stretches of (nearly) equal length; the same cut for both models keeps pairs together."""
+    import numpy as np
+
+    return [list(map(float, part)) for part in np.array_split(np.asarray(samples), min(blocks, len(samples)))]
+
+
+class ABSession:
+    """Measures two subjects in one profiler process per run, alternating per iteration (the profiler's
+    A/B mode); each run is cut into `blocks` paired blocks. Same interface as InterleavedSession."""
+
+    def __init__(self, subjects: list[_Subject], spec: TargetSpec, *, blocks: int, per_node: bool,
+                 progress: Callable[[str], None] | None = None):
+        if len(subjects) != 2 or any(s.engine for s in subjects):
+            raise ValueError("the A/B mode measures exactly two ONNX models")
+        self.subjects = subjects
+        self.spec = spec
+        self.runner_spec = spec  # one A/B run takes the target's full iterations and minimum time
+        self.blocks = blocks
+        self.per_node = per_node
+        self.progress = progress
+        self.runs: list[dict] = []  # raw A/B profiles; run r has subject r % 2 as its primary
+        self.sample_blocks: list[list[list[float]]] = [[], []]
+        self.layer_raws: list[dict | None] = [None, None]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.sample_blocks[0])
+
+    def _layer_args(self) -> list[str]:
+        # Only the per-node medians of this run are used: a few timed runs, as many node runs as a block had.
+        m = self.spec.measure
+        nodes = min(100, max(5, math.ceil(m.iterations / self.blocks)))
+        return ["--iterations", "5", "--min-time", "0", "--node-iterations", str(nodes)]
+
+    def measure(self, runner: Any, rounds: int) -> None:
+        """One A/B run, cut into `rounds` blocks per subject (and, the first time, each subject's layers)."""
+        from .runners import ab_args
+
+        if self.per_node and not self.runs:
+            for j, s in enumerate(self.subjects):
+                if self.progress:
+                    self.progress(f"per-layer times of {s.label}")
+                self.layer_raws[j] = runner.measure(s.path, per_node=True, extra_args=s.extra_args + self._layer_args())
+        first, second = self.subjects if len(self.runs) % 2 == 0 else self.subjects[::-1]
+        if self.progress:
+            self.progress(f"blocks {self.rounds + 1}-{self.rounds + rounds}: {first.label} and {second.label} "
+                          "alternating in one process")
+        raw = runner.measure(first.path, per_node=False, ab_model=second.path,
+                             extra_args=first.extra_args + ab_args(self.spec, second.extra_args))
+        samples = raw.get("samples_ms")
+        other = (raw.get("ab") or {}).get("other") or {}
+        if not samples or len(other.get("samples_ms") or []) != len(samples):
+            raise EdgepruneError(f"the profiler's A/B run of {first.label} and {second.label} returned no "
+                                 "paired latency samples")
+        self.runs.append(raw)
+        by_subject = (samples, other["samples_ms"]) if first is self.subjects[0] else (other["samples_ms"], samples)
+        for j, subject_samples in enumerate(by_subject):
+            self.sample_blocks[j] += _cut(list(subject_samples), rounds)
+
+    def _raw_for(self, j: int) -> dict:
+        """The first run's profile as subject j's own raw profile (its model, inputs and nodes)."""
+        raw = self.runs[0]
+        if j != 0:
+            other = raw["ab"]["other"]
+            conditions = {**raw.get("conditions", {}), "input_shapes": other.get("input_shapes"),
+                          "session_providers": other.get("session_providers")}
+            raw = {**raw, "model": other.get("model"), "conditions": conditions, "latency_ms": other["latency_ms"],
+                   "memory": {"peak_rss_mb": None, "params_mb": None, "model_file_mb": other.get("model_file_mb")}}
+        layers = self.layer_raws[j]
+        nodes = (layers.get("nodes") or []) if layers else []
+        return {**raw, "nodes": nodes}
+
+    def measurements(self) -> list[Measurement]:
+        """One report per subject, its samples pooled over all runs (the ONNX files must still exist)."""
+        from .profilers.common import latency_stats
+        from .profiling import build_report
+
+        out = []
+        for j, s in enumerate(self.subjects):
+            sample_blocks = self.sample_blocks[j]
+            flat = [x for b in sample_blocks for x in b]
+            raw = {**self._raw_for(j), "latency_ms": latency_stats(flat), "samples_ms": flat}
+            report = build_report(raw, self.spec, s.info, s.path, s.module_names)
+            # run k has subject k % 2 as the profiler's primary model
+            ran_first = sum(f == (k % 2 == j) for k, r in enumerate(self.runs) for f in r["ab"]["primary_first"])
+            report.target["settings"] = {**report.target.get("settings", {}), "mode": "ab", "blocks": len(sample_blocks),
+                                         "ab_runs": len(self.runs), "pairs": len(flat),
+                                         "ran_first_share": ran_first / len(flat)}
+            out.append(Measurement(s.label, report, sample_blocks))
+        return out
+
+
+def _session_for(subjects: list[_Subject], spec: TargetSpec) -> type[InterleavedSession] | type[ABSession]:
+    """A/B in one process where the target's profiler has that mode; alternating processes otherwise."""
+    from .runners import AB_RUNTIMES
+
+    if len(subjects) == 2 and spec.runtime in AB_RUNTIMES and not any(s.engine for s in subjects):
+        return ABSession
+    return InterleavedSession
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -515,9 +632,9 @@ def check(config: CheckConfig, progress: Callable[[str], None] | None = None) ->
         if config.baseline_model is not None:
             subjects.append(_prepare(config.baseline_model, spec, config, config.baseline_weights,
                                      Path(tmp) / "baseline"))
-        session = InterleavedSession(subjects, spec, blocks=config.blocks, per_node=config.per_node,
-                                     progress=progress)
-        with open_runner(session.block_spec) as runner:
+        session = _session_for(subjects, spec)(subjects, spec, blocks=config.blocks, per_node=config.per_node,
+                                               progress=progress)
+        with open_runner(session.runner_spec) as runner:
             session.measure(runner, config.blocks)
             result = _decide(config, spec, metric, session.measurements(), stored)
             while _inconclusive(result) and session.rounds + config.blocks <= max_blocks:

@@ -20,11 +20,20 @@ from .targets import TargetSpec, usability
 PROFILER_MODULES = {"onnxruntime": "ort_profiler", "tensorrt": "trt_profiler"}
 
 
+AB_RUNTIMES = ("onnxruntime",)  # runtimes whose profiler has the A/B mode (--ab)
+
+
 class Runner(Protocol):
     def __enter__(self) -> Runner: ...
     def __exit__(self, *exc: object) -> None: ...
-    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None) -> dict:
-        """Run the target's profiler on `onnx_path` and return its raw JSON profile."""
+    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None,
+                ab_model: Path | None = None) -> dict:
+        """Run the target's profiler on `onnx_path` and return its raw JSON profile.
+
+        With `ab_model`, the profiler also times that model in the same process, alternating per
+        iteration (A/B mode; end to end only, so `per_node` does not apply); its samples come back in the
+        profile's `ab` field. Only for targets whose runtime is in AB_RUNTIMES.
+        """
         ...
 
 
@@ -39,7 +48,25 @@ def register_runner(kind: str) -> Callable:
     return deco
 
 
-def profiler_args(target: TargetSpec, *, per_node: bool = True) -> list[str]:
+def ab_args(target: TargetSpec, other_extra_args: list[str] | None = None) -> list[str]:
+    """Profiler arguments that belong to the A/B mode's second model: its `--shape`s become `--ab-shape`s.
+    Raises EdgepruneError when the target's profiler has no A/B mode."""
+    if target.runtime not in AB_RUNTIMES:
+        raise EdgepruneError(f"target {target.name} runs {target.runtime}, whose profiler cannot time two models "
+                             f"in one process (A/B mode is for {', '.join(AB_RUNTIMES)})")
+    out: list[str] = []
+    args = iter(other_extra_args or [])
+    for arg in args:
+        if arg == "--shape" and (value := next(args, None)) is not None:
+            out += ["--ab-shape", value]
+        elif arg.startswith("--shape="):
+            out.append("--ab-shape=" + arg.split("=", 1)[1])
+        else:
+            raise ValueError(f"only --shape NAME=DIMS can be given for the A/B mode's second model, not {arg!r}")
+    return out
+
+
+def profiler_args(target: TargetSpec, *, per_node: bool = True, ab_model: str | None = None) -> list[str]:
     """The profiler command-line arguments a target's settings translate to (same locally and remotely)."""
     m = target.measure
     args = [
@@ -53,7 +80,10 @@ def profiler_args(target: TargetSpec, *, per_node: bool = True) -> list[str]:
         args += ["--provider", target.execution_provider, "--opt-level", target.graph_optimization_level]
     if target.runtime == "tensorrt" and target.tensorrt.get("workspace"):
         args += ["--workspace", str(target.tensorrt["workspace"])]
-    if not per_node:
+    if ab_model is not None:
+        ab_args(target)  # raises for runtimes without the A/B mode
+        args += ["--ab", ab_model]
+    elif not per_node:
         args.append("--no-nodes")
     return args
 
@@ -71,12 +101,14 @@ class LocalRunner:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None) -> dict:
+    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None,
+                ab_model: Path | None = None) -> dict:
         module = f"edgeprune.profilers.{PROFILER_MODULES[self.target.runtime]}"
         with tempfile.TemporaryDirectory(prefix="edgeprune-prof-") as tmp:
             out = Path(tmp) / "profile.json"
             cmd = [sys.executable, "-m", module, str(onnx_path), "--out", str(out)]
-            cmd += profiler_args(self.target, per_node=per_node) + list(extra_args or [])
+            ab = None if ab_model is None else str(ab_model)
+            cmd += profiler_args(self.target, per_node=per_node, ab_model=ab) + list(extra_args or [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0 or not out.is_file():
                 lines = (proc.stderr or proc.stdout or "").strip().splitlines()

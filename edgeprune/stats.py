@@ -22,23 +22,26 @@ alpha the significance level (default 0.05, one-sided).
 * Against an absolute budget (`--latency-ms N`): the candidate FAILS when the one-sided (1 - alpha) lower
   confidence bound of q(C) (bootstrap, as above) is above N.
 
-The bootstrap respects how the samples were taken. Samples come in measurement blocks (one profiler run
-each, 6 per model by default). When baseline and candidate are both measured now, their blocks
-alternate in time (A B, B A, A B, ...), and block i of each is paired: each replicate draws block indices
-with replacement, the same for both models, so drift they shared cancels in the ratio while the
-block-to-block noise of the ratio is counted. With 4 or more blocks whole blocks are resampled (a
-cluster bootstrap; for the few blocks there are, its spread is widened, on the log scale, by
-sqrt(k / (k - 1)) * t(k-1) / z, the Student-t correction at the chosen alpha); with fewer, samples are
-resampled within the drawn blocks as well. A stored baseline cannot be paired with measurements taken
-now: its blocks are drawn independently of the candidate's, and no statistics can cancel a change of
-machine state between the day the baseline was stored and today; measure both with `--baseline-model`
-when that matters.
+The bootstrap respects how the samples were taken. Samples come in measurement blocks (6 per model by
+default). When baseline and candidate are both measured now, block i of each is paired. On onnxruntime
+targets both models run in one profiler process, one right after the other, pair after pair (balanced
+seeded order), and block i of each is the same stretch of consecutive pairs; on other runtimes (TensorRT)
+each block is one profiler run and the models' blocks alternate in time (A B, B A, A B, ...). Each
+replicate draws block indices with replacement, the same for both models, so drift they shared cancels
+in the ratio while the block-to-block noise of the ratio is counted. With 4 or more blocks whole
+blocks are resampled (a cluster bootstrap; for the few blocks there are, its spread is widened, on the
+log scale, by sqrt(k / (k - 1)) * t(k-1) / z, the Student-t correction at the chosen alpha); with fewer,
+samples are resampled within the drawn blocks as well. A stored baseline cannot be paired with
+measurements taken now: its blocks are drawn independently of the candidate's, and no statistics can
+cancel a change of machine state between the day the baseline was stored and today; measure both with
+`--baseline-model` when that matters.
 
 Re-measuring (in `edgeprune check`): when the point estimate is past the limit (ratio above 1 + r, or
 metric above the budget) but its bound is not, the verdict is inconclusive and another round of blocks
-is measured and pooled with the first, up to 3 rounds (`--max-blocks`); the rule above then decides on
-all the samples. An unchanged model rarely gets there (its estimate would have to pass the allowance), so
-this buys detection power on a noisy machine at little cost in false failures.
+is measured and pooled with the first (on onnxruntime targets: another A/B run, cut into as many
+blocks), up to 3 rounds (`--max-blocks`); the rule above then decides on all the samples. An unchanged
+model rarely gets there (its estimate would have to pass the allowance), so this buys detection power on
+a noisy machine at little cost in false failures.
 """
 
 from __future__ import annotations

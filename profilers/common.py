@@ -84,6 +84,53 @@ def timed_loop(
     return samples
 
 
+def paired_timed_loop(
+    fn_a: Callable[[], Any],
+    fn_b: Callable[[], Any],
+    warmup: int,
+    iterations: int,
+    min_time_s: float,
+    seed: int = 0,
+    max_iterations: int = MAX_ITERATIONS,
+) -> tuple[list[float], list[float], list[bool]]:
+    """Time `fn_a` and `fn_b` in pairs, one right after the other, so both see the same machine state.
+
+    Warm-up alternates too (`warmup` untimed calls of each). The order is balanced: of every two
+    consecutive pairs one runs A first and one B first, which of them a coin seeded by `seed` decides,
+    so neither always runs first and the order has no fixed period. Pairs are timed until `iterations`
+    pairs and `min_time_s` seconds of timed calls of each function are reached (an even number of pairs,
+    so the orders balance), or `max_iterations` pairs were made. Returns A's samples (ms), B's, and per
+    pair whether A ran first.
+    """
+    if iterations < 1:
+        raise ProfilerError(f"iterations must be >= 1, got {iterations}")
+    for _ in range(max(0, warmup)):
+        fn_a()
+        fn_b()
+    rng = np.random.default_rng(seed)
+    a_samples: list[float] = []
+    b_samples: list[float] = []
+    a_first: list[bool] = []
+    min_ns = int(max(0.0, min_time_s) * 1e9)
+    spent = [0, 0]  # timed ns of A, of B
+    clock = time.perf_counter_ns
+    while True:
+        first = bool(rng.random() < 0.5)
+        for a_leads in (first, not first):
+            calls = ((0, fn_a), (1, fn_b)) if a_leads else ((1, fn_b), (0, fn_a))
+            for which, fn in calls:
+                t0 = clock()
+                fn()
+                dt = clock() - t0
+                spent[which] += dt
+                (a_samples if which == 0 else b_samples).append(dt / 1e6)
+            a_first.append(a_leads)
+            if len(a_first) >= max_iterations:
+                return a_samples, b_samples, a_first
+        if len(a_first) >= iterations and min(spent) >= min_ns:
+            return a_samples, b_samples, a_first
+
+
 # ---------------------------------------------------------------------------------------------------
 # files
 
@@ -138,7 +185,10 @@ def run_cli(out: str | os.PathLike[str], produce: Callable[[], dict[str, Any]]) 
         print("interrupted", file=sys.stderr)
         return 130
     lat = result["latency_ms"]
-    print(json.dumps({"out": str(out), "p50_ms": lat["p50"], "n": lat["n"], "nodes": len(result["nodes"])}))
+    summary = {"out": str(out), "p50_ms": lat["p50"], "n": lat["n"], "nodes": len(result["nodes"])}
+    if result.get("ab"):
+        summary["ab_p50_ms"] = result["ab"]["other"]["latency_ms"]["p50"]
+    print(json.dumps(summary))
     return 0
 
 

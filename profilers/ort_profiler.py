@@ -8,6 +8,11 @@ End-to-end latency comes from a session without profiling; per-node times from a
 onnxruntime's own profiler, so the profiler's overhead never reaches the end-to-end numbers. Node names
 are those of the graph onnxruntime actually runs at the chosen optimisation level (at "all" on x86, for
 example, Convs become `<output>_nchwc` nodes): what is deployed is what is measured.
+
+A/B mode (`--ab OTHER.onnx`, `profile_onnx_ab`) times two models in one process, alternating per
+iteration, so that both see the same machine state; it measures end to end only (no per-node session):
+
+    python -m profilers.ort_profiler new.onnx --ab old.onnx --out ab.json
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import bisect
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from .common import (
     collect_conditions,
     latency_stats,
     model_file_info,
+    paired_timed_loop,
     parse_shape_args,
     peak_rss_mb,
     physical_cores,
@@ -71,6 +77,7 @@ _NODE_MEMORY_FIELDS: dict[str, tuple[str, str]] = {
 _KERNEL_SUFFIX = "_kernel_time"
 _NODE_WARMUP_MAX = 5  # untimed runs at the start of the profiling session, dropped from the medians
 _NODE_ITERATIONS_MAX = 100  # default cap: the profile file grows with every run
+_MIB = 1024 * 1024
 
 
 def _ort():
@@ -292,6 +299,38 @@ def _profile_nodes(
     return aggregate_node_events(events, skip_runs=warmup, total_runs=warmup + iterations)
 
 
+def _open_timed(
+    model_path: Path,
+    *,
+    threads: int,
+    provider: str,
+    opt_level: str,
+    input_shapes: dict[str, list[int]],
+    seed: int,
+) -> tuple[Any, list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, Any]], Callable[[], Any]]:
+    """A session without profiling, run once to check it works: (session, inputs, feeds, outputs, run)."""
+    sess = _session(model_path, threads=threads, provider=provider, opt_level=opt_level)
+    inputs = _resolve_inputs(sess, input_shapes)
+    feeds = _make_feeds(inputs, seed)
+    output_names = [o.name for o in sess.get_outputs()]
+    try:
+        first = sess.run(output_names, feeds)
+    except Exception as exc:
+        shapes = {i["name"]: "x".join(map(str, i["shape"])) for i in inputs}
+        raise ProfilerError(
+            f"running the model {model_path.name} with input shapes {shapes} failed: {_one_line(exc)}"
+        ) from None
+    outputs = [
+        {
+            "name": o.name,
+            "shape": list(np.shape(arr)),
+            "dtype": o.type[7:-1] if o.type.startswith("tensor(") else o.type,
+        }
+        for o, arr in zip(sess.get_outputs(), first, strict=True)
+    ]
+    return sess, inputs, feeds, outputs, lambda: sess.run(output_names, feeds)
+
+
 def _measure_end_to_end(
     model_path: Path,
     *,
@@ -305,27 +344,83 @@ def _measure_end_to_end(
     min_time_s: float,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, Any]], list[float], list[str]]:
     """Timed runs in a session without profiling (freed on return, before the profiling session)."""
-    sess = _session(model_path, threads=threads, provider=provider, opt_level=opt_level)
-    inputs = _resolve_inputs(sess, input_shapes)
-    feeds = _make_feeds(inputs, seed)
-    output_names = [o.name for o in sess.get_outputs()]
-    try:
-        first = sess.run(output_names, feeds)
-    except Exception as exc:
-        shapes = {i["name"]: "x".join(map(str, i["shape"])) for i in inputs}
-        raise ProfilerError(
-            f"running the model with input shapes {shapes} failed: {_one_line(exc)}"
-        ) from None
-    outputs = [
-        {
-            "name": o.name,
-            "shape": list(np.shape(arr)),
-            "dtype": o.type[7:-1] if o.type.startswith("tensor(") else o.type,
-        }
-        for o, arr in zip(sess.get_outputs(), first, strict=True)
-    ]
-    samples = timed_loop(lambda: sess.run(output_names, feeds), warmup, iterations, min_time_s)
+    sess, inputs, feeds, outputs, run = _open_timed(
+        model_path, threads=threads, provider=provider, opt_level=opt_level, input_shapes=input_shapes, seed=seed
+    )
+    samples = timed_loop(run, warmup, iterations, min_time_s)
     return inputs, feeds, outputs, samples, list(sess.get_providers())
+
+
+def _check_settings(
+    execution_provider: str, graph_optimization_level: str, threads: int, warmup: int, iterations: int,
+    min_time_s: float,
+) -> list[str]:
+    """Raise for settings no run could use; return the providers this onnxruntime build has."""
+    ort = _ort()
+    if graph_optimization_level not in OPT_LEVELS:
+        raise ProfilerError(
+            f"unknown graph optimisation level {graph_optimization_level!r}; use one of {sorted(OPT_LEVELS)}"
+        )
+    if threads < 0:
+        raise ProfilerError(f"threads must be >= 0 (0 = all physical cores), got {threads}")
+    if warmup < 0 or iterations < 1 or min_time_s < 0:
+        raise ProfilerError("warmup must be >= 0, iterations >= 1 and min_time_s >= 0")
+    available = list(ort.get_available_providers())
+    if execution_provider not in available:
+        raise ProfilerError(
+            f"execution provider {execution_provider!r} is not available in this onnxruntime "
+            f"{ort.__version__} build; available: {available}"
+        )
+    return available
+
+
+def _model_record(file_info: dict[str, Any], inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict:
+    return {
+        **file_info,
+        "inputs": [{k: i[k] for k in ("name", "shape", "dtype", "declared_shape")} for i in inputs],
+        "outputs": outputs,
+    }
+
+
+def _settings(
+    *, warmup: int, iterations: int, min_time_s: float, threads: int, threads_requested: int,
+    execution_provider: str, graph_optimization_level: str, precision: str, seed: int,
+) -> dict[str, Any]:
+    return {
+        "warmup": warmup,
+        "iterations": iterations,
+        "min_time_s": min_time_s,
+        "node_iterations": None,
+        "node_warmup": None,
+        "threads": threads,
+        "threads_requested": threads_requested,
+        "inter_op_threads": 1,
+        "execution_mode": "sequential",
+        "execution_provider": execution_provider,
+        "graph_optimization_level": graph_optimization_level,
+        "precision": precision,
+        "seed": seed,
+        "timing": "perf_counter_ns around InferenceSession.run, profiling off",
+    }
+
+
+def _conditions(
+    threads: int, precision: str, execution_provider: str, providers_used: list[str], available: list[str],
+    graph_optimization_level: str, inputs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return collect_conditions(
+        RUNTIME,
+        _ort().__version__,
+        threads,
+        precision,
+        {
+            "execution_provider": execution_provider,
+            "session_providers": providers_used,
+            "available_providers": available,
+            "graph_optimization_level": graph_optimization_level,
+            "input_shapes": {i["name"]: i["shape"] for i in inputs},
+        },
+    )
 
 
 def profile_onnx(
@@ -348,22 +443,9 @@ def profile_onnx(
     threads=0 means all physical cores; the resolved number is recorded. Raises ProfilerError for user
     errors (unreadable model, unknown execution provider, missing or misfitting input shape).
     """
-    ort = _ort()
     model_path = Path(model_path)
-    if graph_optimization_level not in OPT_LEVELS:
-        raise ProfilerError(
-            f"unknown graph optimisation level {graph_optimization_level!r}; use one of {sorted(OPT_LEVELS)}"
-        )
-    if threads < 0:
-        raise ProfilerError(f"threads must be >= 0 (0 = all physical cores), got {threads}")
-    if warmup < 0 or iterations < 1 or min_time_s < 0:
-        raise ProfilerError("warmup must be >= 0, iterations >= 1 and min_time_s >= 0")
-    available = list(ort.get_available_providers())
-    if execution_provider not in available:
-        raise ProfilerError(
-            f"execution provider {execution_provider!r} is not available in this onnxruntime "
-            f"{ort.__version__} build; available: {available}"
-        )
+    available = _check_settings(execution_provider, graph_optimization_level, threads, warmup, iterations,
+                                min_time_s)
     file_info = model_file_info(model_path)
     resolved_threads = threads or physical_cores()
     if node_iterations is None:
@@ -396,55 +478,106 @@ def profile_onnx(
             iterations=node_iterations,
         )
     params_bytes = sum(n["memory"].get("parameter_bytes", 0) for n in nodes) if nodes else None
-    mib = 1024 * 1024
+    settings = _settings(
+        warmup=warmup, iterations=iterations, min_time_s=min_time_s, threads=resolved_threads,
+        threads_requested=threads, execution_provider=execution_provider,
+        graph_optimization_level=graph_optimization_level, precision=precision, seed=seed,
+    )
+    if per_node:
+        settings.update(node_iterations=node_iterations, node_warmup=node_warmup)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": PROFILE_KIND,
         "runtime": RUNTIME,
-        "model": {
-            **file_info,
-            "inputs": [{k: i[k] for k in ("name", "shape", "dtype", "declared_shape")} for i in inputs],
-            "outputs": outputs,
-        },
-        "settings": {
-            "warmup": warmup,
-            "iterations": iterations,
-            "min_time_s": min_time_s,
-            "node_iterations": node_iterations if per_node else None,
-            "node_warmup": node_warmup if per_node else None,
-            "threads": resolved_threads,
-            "threads_requested": threads,
-            "inter_op_threads": 1,
-            "execution_mode": "sequential",
-            "execution_provider": execution_provider,
-            "graph_optimization_level": graph_optimization_level,
-            "precision": precision,
-            "seed": seed,
-            "timing": "perf_counter_ns around InferenceSession.run, profiling off",
-        },
-        "conditions": collect_conditions(
-            RUNTIME,
-            ort.__version__,
-            resolved_threads,
-            precision,
-            {
-                "execution_provider": execution_provider,
-                "session_providers": providers_used,
-                "available_providers": available,
-                "graph_optimization_level": graph_optimization_level,
-                "input_shapes": {i["name"]: i["shape"] for i in inputs},
-            },
-        ),
+        "model": _model_record(file_info, inputs, outputs),
+        "settings": settings,
+        "conditions": _conditions(resolved_threads, precision, execution_provider, providers_used, available,
+                                  graph_optimization_level, inputs),
         "latency_ms": latency_stats(samples),
         "samples_ms": samples,
         "nodes": nodes,
         "node_latency_sum_ms": float(sum(n["latency_ms"] for n in nodes)),
         "memory": {
             "peak_rss_mb": peak_rss_mb(),
-            "params_mb": params_bytes / mib if params_bytes is not None else None,
-            "model_file_mb": (file_info["file_bytes"] + file_info["external_data_bytes"]) / mib,
+            "params_mb": params_bytes / _MIB if params_bytes is not None else None,
+            "model_file_mb": _file_mb(file_info),
         },
     }
+
+
+def profile_onnx_ab(
+    model_path: str | Path,
+    other_path: str | Path,
+    *,
+    threads: int = 0,
+    execution_provider: str = "CPUExecutionProvider",
+    graph_optimization_level: str = "all",
+    precision: str = "fp32",
+    warmup: int = 20,
+    iterations: int = 200,
+    min_time_s: float = 2.0,
+    input_shapes: dict[str, list[int]] | None = None,
+    other_input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure two models in one process, alternating per iteration (A/B mode), end to end only.
+
+    Both sessions are created with the same options and warmed up alternately; then pairs are timed one
+    model right after the other, in a balanced seeded order (see common.paired_timed_loop), until each
+    model has `iterations` runs and `min_time_s` seconds of them. The profile is the usual one for
+    `model_path` (its samples in `samples_ms`), plus an `ab` field: `ab.other` holds the other model's
+    record, statistics and samples (`ab.other.samples_ms[i]` was timed next to `samples_ms[i]`), and
+    `ab.primary_first[i]` says whether `model_path` ran first in pair i. `memory.peak_rss_mb` covers both
+    sessions. Per-node profiling is a separate run (`profile_onnx`).
+    """
+    model_path, other_path = Path(model_path), Path(other_path)
+    available = _check_settings(execution_provider, graph_optimization_level, threads, warmup, iterations,
+                                min_time_s)
+    file_info, other_info = model_file_info(model_path), model_file_info(other_path)
+    resolved_threads = threads or physical_cores()
+    common = dict(threads=resolved_threads, provider=execution_provider, opt_level=graph_optimization_level,
+                  seed=seed)
+    sess, inputs, _, outputs, run = _open_timed(model_path, input_shapes=dict(input_shapes or {}), **common)
+    o_sess, o_inputs, _, o_outputs, o_run = _open_timed(
+        other_path, input_shapes=dict(other_input_shapes or {}), **common
+    )
+    samples, other_samples, primary_first = paired_timed_loop(run, o_run, warmup, iterations, min_time_s, seed)
+    settings = _settings(
+        warmup=warmup, iterations=iterations, min_time_s=min_time_s, threads=resolved_threads,
+        threads_requested=threads, execution_provider=execution_provider,
+        graph_optimization_level=graph_optimization_level, precision=precision, seed=seed,
+    )
+    settings.update(mode="ab", timing=settings["timing"] + "; two sessions in one process, alternating per pair")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": PROFILE_KIND,
+        "runtime": RUNTIME,
+        "model": _model_record(file_info, inputs, outputs),
+        "settings": settings,
+        "conditions": _conditions(resolved_threads, precision, execution_provider, list(sess.get_providers()),
+                                  available, graph_optimization_level, inputs),
+        "latency_ms": latency_stats(samples),
+        "samples_ms": samples,
+        "nodes": [],
+        "node_latency_sum_ms": 0.0,
+        "memory": {"peak_rss_mb": peak_rss_mb(), "params_mb": None, "model_file_mb": _file_mb(file_info)},
+        "ab": {
+            "order": "balanced: of every two pairs one runs this model first, one the other; seeded coin",
+            "primary_first": primary_first,
+            "other": {
+                "model": _model_record(other_info, o_inputs, o_outputs),
+                "input_shapes": {i["name"]: i["shape"] for i in o_inputs},
+                "session_providers": list(o_sess.get_providers()),
+                "latency_ms": latency_stats(other_samples),
+                "samples_ms": other_samples,
+                "model_file_mb": _file_mb(other_info),
+            },
+        },
+    }
+
+
+def _file_mb(file_info: dict[str, Any]) -> float:
+    return (file_info["file_bytes"] + file_info["external_data_bytes"]) / _MIB
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -466,30 +599,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shape", action="append", default=[], metavar="NAME=1x3x224x224", help="input shape (repeatable)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input data (and of the --ab order)")
+    p.add_argument(
+        "--ab", metavar="OTHER.onnx", default=None,
+        help="A/B mode: also time OTHER.onnx in this process, alternating per iteration (end to end only)",
+    )
+    p.add_argument(
+        "--ab-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+        help="input shape of the --ab model (repeatable)",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: 0 on success (a one-line JSON summary on stdout), 1 with one line on stderr for user errors."""
     args = build_parser().parse_args(argv)
-    return run_cli(
-        args.out,
-        lambda: profile_onnx(
-            args.model,
-            threads=args.threads,
-            execution_provider=args.provider,
-            graph_optimization_level=args.opt_level,
-            precision=args.precision,
-            warmup=args.warmup,
-            iterations=args.iterations,
-            min_time_s=args.min_time,
-            node_iterations=args.node_iterations,
-            per_node=not args.no_nodes,
-            input_shapes=parse_shape_args(args.shape),
-            seed=args.seed,
-        ),
+    measure = dict(
+        threads=args.threads,
+        execution_provider=args.provider,
+        graph_optimization_level=args.opt_level,
+        precision=args.precision,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        min_time_s=args.min_time,
+        seed=args.seed,
     )
+
+    def produce() -> dict[str, Any]:
+        shapes = parse_shape_args(args.shape)
+        if args.ab is not None:
+            return profile_onnx_ab(args.model, args.ab, input_shapes=shapes,
+                                   other_input_shapes=parse_shape_args(args.ab_shape), **measure)
+        if args.ab_shape:
+            raise ProfilerError("--ab-shape applies to the --ab model: give --ab OTHER.onnx too")
+        return profile_onnx(args.model, node_iterations=args.node_iterations, per_node=not args.no_nodes,
+                            input_shapes=shapes, **measure)
+
+    return run_cli(args.out, produce)
 
 
 if __name__ == "__main__":

@@ -323,10 +323,15 @@ def test_cli_user_errors(nets, tmp_path, capsys):
 
 class ScriptedRunner:
     """Stands in for the profiler: every other block of the candidate is 10% faster, the others 40% slower,
-    so its pooled median sits past the 5% allowance while the blocks disagree about it."""
+    so its pooled median sits past the 5% allowance while the blocks disagree about it. In the A/B mode
+    (onnxruntime targets) one call returns AB_BLOCKS blocks of both models, paired."""
+
+    AB_BLOCKS = 4
+    BLOCK = 40
 
     def __init__(self, target):
         self.calls: dict[str, int] = {}
+        self.ab_calls = 0
         self.rng = np.random.default_rng(0)
 
     def __enter__(self):
@@ -335,35 +340,57 @@ class ScriptedRunner:
     def __exit__(self, *exc):
         return None
 
-    def measure(self, path, *, per_node=True, extra_args=None):
+    def scale(self, name: str, block: int) -> float:
+        return 1.0 if name == "narrow.onnx" else (0.9 if block % 2 else 1.4)
+
+    def _block(self, path) -> list[float]:
         i = self.calls[path.name] = self.calls.get(path.name, 0) + 1
-        scale = 1.0 if path.name == "narrow.onnx" else (0.9 if i % 2 else 1.4)
-        samples = list(scale * self.rng.lognormal(0.0, 0.02, 40))
-        return {"kind": "edgeprune.raw_profile", "samples_ms": samples, "latency_ms": {"p50": float(np.median(samples))},
-                "conditions": COND, "settings": {}, "nodes": [], "memory": {}}
+        return list(self.scale(path.name, i) * self.rng.lognormal(0.0, 0.02, self.BLOCK))
+
+    def measure(self, path, *, per_node=True, extra_args=None, ab_model=None):
+        raw = {"kind": "edgeprune.raw_profile", "conditions": COND, "settings": {}, "nodes": [], "memory": {}}
+        if ab_model is None:
+            samples = self._block(path)
+        else:
+            self.ab_calls += 1
+            samples = [x for _ in range(self.AB_BLOCKS) for x in self._block(path)]
+            other = [x for _ in range(self.AB_BLOCKS) for x in self._block(ab_model)]
+            raw["ab"] = {"primary_first": [i % 2 == 0 for i in range(len(samples))],
+                         "other": {"model": {"path": str(ab_model)}, "input_shapes": COND["input_shapes"],
+                                   "samples_ms": other, "latency_ms": {"p50": float(np.median(other))}}}
+        return {**raw, "samples_ms": samples, "latency_ms": {"p50": float(np.median(samples))}}
 
 
+# "cpu" runs onnxruntime (both models in one A/B run); "desktop-cuda" runs TensorRT (alternating runs)
+@pytest.mark.parametrize("target", ["cpu", "desktop-cuda"])
 @pytest.mark.parametrize("max_blocks,rounds", [(4, 4), (12, 12)])
-def test_inconclusive_verdict_is_re_measured(nets, monkeypatch, max_blocks, rounds):
+def test_inconclusive_verdict_is_re_measured(nets, monkeypatch, max_blocks, rounds, target):
     from edgeprune import check as check_mod
     from edgeprune import runners
 
-    monkeypatch.setattr(runners, "open_runner", ScriptedRunner)
+    runner = None
+
+    def open_scripted(spec):
+        nonlocal runner
+        runner = ScriptedRunner(spec)
+        return runner
+
+    monkeypatch.setattr(runners, "open_runner", open_scripted)
     cfg = check_mod.CheckConfig(model=str(nets["wide"]), baseline_model=str(nets["narrow"]), blocks=4,
-                                max_blocks=max_blocks, per_node=False, max_regression=0.05)
+                                max_blocks=max_blocks, per_node=False, max_regression=0.05, target=target)
     result = check_mod.check(cfg)
     assert result.candidate["samples_blocks"] == [40] * rounds
+    assert result.baseline["samples_blocks"] == [40] * rounds
     assert result.regression.verdict == "not-significant" and result.passed  # the blocks keep disagreeing
     assert (rounds > 4) == any("inconclusive" in n for n in result.notes)
+    assert runner.ab_calls == (rounds // 4 if target == "cpu" else 0)
 
 
 def test_conclusive_verdict_is_not_re_measured(nets, monkeypatch):
     from edgeprune import check as check_mod
     from edgeprune import runners
 
-    monkeypatch.setattr(ScriptedRunner, "measure", lambda self, path, **kw: {
-        "samples_ms": list((1.5 if path.name == "wide.onnx" else 1.0) * self.rng.lognormal(0, 0.02, 40)),
-        "latency_ms": {"p50": 1.0}, "conditions": COND, "settings": {}, "nodes": [], "memory": {}})
+    monkeypatch.setattr(ScriptedRunner, "scale", lambda self, name, block: 1.5 if name == "wide.onnx" else 1.0)
     monkeypatch.setattr(runners, "open_runner", ScriptedRunner)
     result = check_mod.check(check_mod.CheckConfig(model=str(nets["wide"]), baseline_model=str(nets["narrow"]),
                                                    blocks=4, per_node=False))

@@ -34,7 +34,10 @@ PROFILE_KIND = "edgeprune.raw_profile"
 REMOTE_MODEL = "model.onnx"
 REMOTE_PROFILE = "profile.json"
 AGENT_NAME = "_edgeprune_agent.py"
-_RESERVED = {REMOTE_MODEL, REMOTE_PROFILE, AGENT_NAME, "profilers", ".alive"}
+# The A/B mode's second model goes into a folder of its own: its weights sidecar keeps its recorded name
+# (often the same `model.onnx.data` as the first model's) without clashing.
+AB_DIR = "ab"
+_RESERVED = {REMOTE_MODEL, REMOTE_PROFILE, AGENT_NAME, "profilers", ".alive", AB_DIR}
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CLEANUP_TIMEOUT_S = 30.0
 
@@ -108,16 +111,30 @@ def _add_tree(tar: tarfile.TarFile, root: Path, arcroot: str) -> None:
             tar.add(str(path), arcname=str(PurePosixPath(arcroot, *rel.parts)), recursive=False)
 
 
-def build_bundle(onnx_path: Path, extra_files: Sequence[Path], uploads: dict[str, Path], out: io.IOBase) -> None:
-    """Write the tar the device unpacks: agent, profilers/, the model as model.onnx, sidecars, extras."""
+def _sidecar(onnx_path: Path) -> list[Path]:
+    sidecar = onnx_path.with_name(onnx_path.name + ".data")
+    return [sidecar] if sidecar.is_file() else []
+
+
+def ab_remote_path(ab_model: Path) -> str:
+    """Where the A/B mode's second model lies in the device's run dir (relative)."""
+    return f"{AB_DIR}/{ab_model.name}"
+
+
+def build_bundle(onnx_path: Path, extra_files: Sequence[Path], uploads: dict[str, Path], out: io.IOBase,
+                 ab_model: Path | None = None) -> None:
+    """Write the tar the device unpacks: agent, profilers/, the model as model.onnx, sidecars, extras, and
+    the A/B mode's second model (with its sidecar) under ab/."""
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         tar.add(str(AGENT_SOURCE_PATH), arcname=AGENT_NAME)
         _add_tree(tar, profilers_dir(), "profilers")
         tar.add(str(onnx_path), arcname=REMOTE_MODEL)
+        if ab_model is not None:
+            for path in [ab_model, *_sidecar(ab_model)]:
+                tar.add(str(path), arcname=f"{AB_DIR}/{path.name}")
         names = set(_RESERVED) | {spec for spec in uploads}
         # External weights are found by the file name recorded in the model, i.e. the local one.
-        sidecar = onnx_path.with_name(onnx_path.name + ".data")
-        extras = ([sidecar] if sidecar.is_file() else []) + [Path(p) for p in extra_files]
+        extras = _sidecar(onnx_path) + [Path(p) for p in extra_files]
         for path in extras:
             if not path.is_file():
                 raise EdgepruneError(f"extra file {path} does not exist")
@@ -167,26 +184,33 @@ class RemoteRunner:
     # ---------------------------------------------------------------- profiling
 
     def profile(self, onnx_path: Path, profiler_args: Sequence[str] = (), module: str | None = None,
-                extra_files: Sequence[Path] = ()) -> dict[str, Any]:
+                extra_files: Sequence[Path] = (), ab_model: Path | None = None) -> dict[str, Any]:
         """Profile `onnx_path` on the device with `profilers.<module>`; return the validated profile.
 
         `module` defaults to the target runtime's profiler (ort_profiler / trt_profiler). Local paths given
         to --engine-out / --timing-cache are mapped to files in the run dir and copied back afterwards.
         Connection losses are retried (the whole profile, from a fresh temp dir) `retries` times; after
         that an EdgepruneError says so and nothing is returned. A failing profiler is not retried.
+        `ab_model` is copied too (under ab/, with its sidecar) and given to the profiler's A/B mode (--ab).
         """
         onnx_path = Path(onnx_path)
+        if ab_model is not None:
+            ab_model = Path(ab_model)
+            if not ab_model.is_file():
+                raise EdgepruneError(f"model {ab_model} does not exist")
         module = module or PROFILER_MODULES[self.target.runtime]
         if not onnx_path.is_file():
             raise EdgepruneError(f"model {onnx_path} does not exist")
         if not _MODULE_RE.match(module) or not (profilers_dir() / f"{module}.py").is_file():
             raise EdgepruneError(f"unknown profiler module {module!r} (looked in {profilers_dir()})")
         args, files = rewrite_file_options(profiler_args)
+        if ab_model is not None:
+            args += ["--ab", ab_remote_path(ab_model)]
         uploads = {spec.remote_name: path for spec, path in files.values() if spec.upload and path.is_file()}
         attempts = 1 + self.retries
         for attempt in range(1, attempts + 1):
             try:
-                profile = self._attempt(onnx_path, args, module, extra_files, uploads, files)
+                profile = self._attempt(onnx_path, args, module, extra_files, uploads, files, ab_model)
             except TRANSIENT_ERRORS as exc:
                 if attempt >= attempts:
                     raise type(exc)(
@@ -202,12 +226,13 @@ class RemoteRunner:
         raise AssertionError("unreachable")
 
     def _attempt(self, onnx_path: Path, args: list[str], module: str, extra_files: Sequence[Path],
-                 uploads: dict[str, Path], files: dict[str, tuple[Any, Path]]) -> dict[str, Any]:
+                 uploads: dict[str, Path], files: dict[str, tuple[Any, Path]],
+                 ab_model: Path | None = None) -> dict[str, Any]:
         python = self.host.python
         run_dir: str | None = None
         try:
             with tempfile.TemporaryFile() as bundle:
-                build_bundle(onnx_path, extra_files, uploads, bundle)  # type: ignore[arg-type]
+                build_bundle(onnx_path, extra_files, uploads, bundle, ab_model)  # type: ignore[arg-type]
                 bundle.seek(0)
                 # Not retried by the connection: a repeat would leave the first dir behind.
                 proc = self.conn.run([python, "-c", agent_source(), "unpack", self.host.workdir or ""],
@@ -235,6 +260,9 @@ class RemoteRunner:
         conditions = profile.get("conditions") or {}
         if isinstance(profile.get("model"), dict):
             profile["model"]["path"] = str(onnx_path)  # the model the user gave; remote name in "remote"
+        other = (profile.get("ab") or {}).get("other") if ab_model is not None else None
+        if isinstance(other, dict) and isinstance(other.get("model"), dict):
+            other["model"]["path"] = str(ab_model)
         profile["remote"] = {
             "host": self.host.address,
             "port": self.host.port,
@@ -296,11 +324,15 @@ class RemoteRunner:
         log.warning("could not remove %s on %s (%s); a later run removes it once it is stale", run_dir,
                     self.conn.label, why)
 
-    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None) -> dict:
+    def measure(self, onnx_path: Path, *, per_node: bool = True, extra_args: list[str] | None = None,
+                ab_model: Path | None = None) -> dict:
         """The `edgeprune.runners.Runner` interface: profile with the target's own settings."""
-        from ..runners import profiler_args  # late: runners imports this module lazily too
+        from ..runners import ab_args, profiler_args  # late: runners imports this module lazily too
 
-        return self.profile(onnx_path, profiler_args(self.target, per_node=per_node) + list(extra_args or []))
+        if ab_model is not None:
+            ab_args(self.target)  # raises for runtimes without the A/B mode
+        args = profiler_args(self.target, per_node=per_node and ab_model is None) + list(extra_args or [])
+        return self.profile(onnx_path, args, ab_model=ab_model)
 
     def fetch_file(self, remote_path: str, local_path: Path) -> Path:
         """Copy a file from the device to `local_path` atomically (complete or not there at all)."""
