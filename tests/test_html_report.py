@@ -326,3 +326,10 @@ def test_plots_survive_sparse_data(tmp_path):
     for name in ("t.png", "b.png", "p.png"):
         with Image.open(tmp_path / name) as im:
             assert im.width > 500 and im.height > 200
+
+
+def test_speedup_timed_together_is_preferred_when_present(tmp_path):
+    report = {**latency_report(), "speedup_now": {"dense_p50_ms": 2.2, "pruned_p50_ms": 1.1, "speedup": 2.0,
+                                                  "pairs": 200}}
+    text = _text(write_html_report(_run_dir(tmp_path, report)).read_text())
+    assert "2.00× faster (dense and pruned timed together at the end)" in text

@@ -28,7 +28,15 @@ class WholeModelStaircase(StaircaseRunner):
     def __init__(self, target=None):
         super().__init__()
 
-    def measure(self, onnx_path, *, per_node=True, extra_args=None) -> dict:
+    def measure(self, onnx_path, *, per_node=True, extra_args=None, ab_model=None) -> dict:
+        raw = self._whole(onnx_path, per_node, extra_args)
+        if ab_model is not None:  # the A/B mode: the second model's samples, timed "alongside"
+            other = self._whole(ab_model, False, None)
+            raw["ab"] = {"primary_first": [i % 2 == 0 for i in range(len(raw["samples_ms"]))],
+                         "other": {"samples_ms": other["samples_ms"], "latency_ms": other["latency_ms"]}}
+        return raw
+
+    def _whole(self, onnx_path, per_node, extra_args) -> dict:
         raw = super().measure(onnx_path, per_node=per_node, extra_args=extra_args)
         p50 = raw["latency_ms"]["p50"]
         samples = list(p50 * (1 + 0.001 * np.sin(np.arange(200))))  # deterministic, tiny spread
@@ -72,6 +80,10 @@ def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
     for rd in r["rounds"]:
         assert {"latency_ms", "predicted_latency_ms", "groups", "prediction_error"} <= set(rd)
         assert all({"group", "latency_saving_ms", "importance_lost"} <= set(g) for g in rd["groups"])
+    # dense and pruned timed together at the end: the staircase's own ratio of the two
+    sp = r["speedup_now"]
+    assert sp["dense_p50_ms"] == pytest.approx(DENSE_MS, rel=0.01)
+    assert sp["speedup"] == pytest.approx(DENSE_MS / r["final_latency_ms"]["p50"], rel=0.01) and sp["speedup"] > 1
 
 
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
