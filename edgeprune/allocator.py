@@ -20,6 +20,8 @@ import numpy as np
 from .errors import EdgepruneError
 from .pruning import ChannelGroup
 
+PLATEAU_MS = 1e-4  # predicted savings within this of zero are a plateau, not a step
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -67,10 +69,14 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
                     continue
                 saving = base - cost_model.predict(widths)
                 options.append(Candidate(g.id, tuple(sorted(removed)), saving, float(s[order[:k]].sum()), widths))
-        options = [c for c in options if c.saving_ms > 0]
-        if not options:
-            options = _proxy_options(g, s, order, current, cost_model)
-        found[g.id] = options
+        saving = [c for c in options if c.saving_ms > PLATEAU_MS]
+        # The proxy is for a flat table only: where the table predicts a removal makes the model SLOWER
+        # (e.g. widths off the kernels' blocking, with layout conversions), thinning this group is not
+        # a saving, and a proportional estimate would invent one.
+        slower = any(c.saving_ms < -PLATEAU_MS for c in options)
+        if not saving and not slower:
+            saving = _proxy_options(g, s, order, current, cost_model)
+        found[g.id] = saving
     return found
 
 

@@ -385,6 +385,15 @@ def prune(cfg: PruneConfig) -> PruneResult:
     return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []), planner)
 
 
+def _slower_than_start(state: dict, history: list[dict], base: int | None, measured: float | None) -> float | None:
+    """The latency of the model this round started from, when the round measured no faster than it."""
+    start = (state["dense"].get("latency_ms") if base is None
+             else next((r.get("latency_ms") for r in history if r["round"] == base), None))
+    if measured is None or start is None:
+        return None
+    return start if measured >= start else None
+
+
 def _plan_key(base: int | None, plan: dict[str, list[int]]) -> str:
     """Identifies 'these channels removed from this round's model': the same key means the same network."""
     import hashlib
@@ -442,12 +451,21 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     m = s.metrics(model)
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
+    slower = _slower_than_start(state, history, base, m.latency_ms) if planner is not None else None
+    if slower is not None and v != Verdict.DONE:
+        # Channels that made the model slower (layout conversions the per-layer table cannot see) are not
+        # progress: going on from this model would only compound them.
+        log(f"round {round_id}: measured {m.latency_ms:.3f} ms, not faster than the {slower:.3f} ms it started "
+            "from: counted as an overshoot")
+        v = Verdict.OVERSHOOT
     manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
     record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
                            {"select": t_select, "finetune": t_train, "measure": t_measure,
                             "total": time.perf_counter() - started}, _conv_channels(model))
     record["base_round"] = base
     record["train"] = train
+    if slower is not None:
+        record["slower_than_start_ms"] = slower
     if planner is not None:
         lat = m.extra["latency"]
         widths = layer_widths(model)

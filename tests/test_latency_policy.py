@@ -90,3 +90,32 @@ def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_pat
     with pytest.raises(ConstraintNotMet, match="below the floor"):
         prune(_cfg(fake_target, tmp_path / "floor", 0.02))
     assert not (tmp_path / "floor" / "rounds").exists()
+
+
+def test_slower_than_start_compares_with_the_round_it_started_from():
+    from edgeprune.prune import _slower_than_start
+
+    state = {"dense": {"latency_ms": 1.0}}
+    history = [{"round": 1, "latency_ms": 0.8}]
+    assert _slower_than_start(state, history, None, 1.1) == 1.0
+    assert _slower_than_start(state, history, None, 0.9) is None
+    assert _slower_than_start(state, history, 1, 0.85) == 0.8  # slower than round 1, though faster than dense
+    assert _slower_than_start(state, history, 1, None) is None
+
+
+def test_a_round_slower_than_its_start_is_an_overshoot(fake_target, tmp_path, monkeypatch):
+    import edgeprune.prune as prune_mod
+
+    real = prune_mod._slower_than_start
+    calls = []
+
+    def first_round_slower(state, history, base, measured):
+        calls.append(base)
+        return 999.0 if len(calls) == 1 else real(state, history, base, measured)
+
+    monkeypatch.setattr(prune_mod, "_slower_than_start", first_round_slower)
+    r = prune(_cfg(fake_target, tmp_path / "slow", 0.6 * DENSE_MS)).report
+    first = r["rounds"][0]
+    assert first["verdict"] == "overshoot" and first["slower_than_start_ms"] == 999.0
+    assert r["rounds"][1]["base_round"] is None  # the next round starts again from the dense model
+    assert r["deadline_met"]
