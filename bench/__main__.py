@@ -1,6 +1,6 @@
 """Run named benchmarks, print their tables and write JSON to bench/results/NAME.json.
 
-Usage: python -m bench [all | NAME ...] [--quick]
+Usage: python -m bench [all | NAME ...] [--quick] [--models CASE,...]
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -20,6 +21,8 @@ BENCHMARKS = {
     "lenet": "bench.bench_lenet",
     "check": "bench.bench_check",
     "costmodel": "bench.bench_costmodel",
+    "deadline": "bench.bench_deadline",
+    "at_deadline": "bench.bench_at_deadline",
 }
 
 RESULTS = Path(__file__).parent / "results"
@@ -29,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", default=["all"])
     parser.add_argument("--quick", action="store_true", help="smaller repeat counts (smoke run)")
+    parser.add_argument("--models", help="a subset of a benchmark's cases (sets EDGEPRUNE_BENCH_MODELS)")
     args = parser.parse_args(argv)
+    if args.models:
+        os.environ["EDGEPRUNE_BENCH_MODELS"] = args.models
     names = list(BENCHMARKS) if "all" in args.names else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

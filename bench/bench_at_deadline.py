@@ -1,0 +1,521 @@
+"""Accuracy at the deadline (issue 5, benchmark 2): at the same measured latency on target `cpu`, which
+channel choice keeps the most accuracy?
+
+Setup: `zoo:cifar_resnet56` with the shared pretrained weights, input 32x3x32x32, target `cpu`. The dense
+p50 is measured first (edgeprune.latency.measure_model, the one latency function used throughout) and the
+deadline D is half of it. Four methods each end with a model at or just under D, then get the same
+fine-tuning budget:
+
+  (a) edgeprune's latency policy: `prune(PruneConfig(latency_ms=D, ...))` (activation importance, the
+      measured cost model and allocator, per-round fine-tuning, final fine-tuning);
+  (b) the authors' FLOPs-proxy AIAP: activation importance, AIAP selection with FLOPs weighting, threshold T
+      bisected on the pruned (not yet fine-tuned) model's measured latency;
+  (c) uniform L1 (ILP): the same fraction r of every prunable group removed by L1 norm, r bisected;
+  (d) torch-pruning 1.6 global magnitude pruning (MetaPruner, MagnitudeImportance, global_pruning=True),
+      the global ratio bisected. The option-A shortcut is taught to torch-pruning with edgeprune's own
+      PadShortcut pruner and index mapping; torch-pruning then never roots a group at the zero-padding
+      channels, so (d) prunes the blocks' inner channels and the stage-1 residual stream only.
+
+A model "meets" D by the rule (a) itself applies (edgeprune's LatencyBudget): the one-sided 95 % upper
+bound of the p50 is at or under D. Bisection takes the least-pruned measured point that meets D; every
+measured point is recorded. Budget: (a)'s every training pass counts (all its rounds, kept or not, plus
+its final fine-tuning); (b)-(d) then fine-tune for the same number of images x epochs on the same first
+`train_limit` CIFAR-10 training images (same lr, batch size, seed, cosine schedule, fresh SGD).
+
+Data: val.npz (5,000 images) is split by position: even positions (2,500) are (a)'s selection data; odd
+positions (2,500) are the test set, used only at the end. Per method: test top-1, the final model's p50
+re-measured in interleaved rounds with the dense model (median over rounds; slack = (D - p50) / D),
+params and FLOPs (per image). Paired comparison (a) vs each other method on the same test images:
+McNemar's exact test (two-sided binomial test on the discordant counts).
+
+FULL budget (about 40-60 min on a shared 2-core machine, where training ran at only 8-21 images/s under
+load): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 4 rounds, 1 final epoch; latency settings warmup 10, iterations 100, min_time_s 2; 6
+bisection steps per baseline. `--quick` is a smoke run (batch-8 input, a few batches, tiny sets).
+Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline` (EDGEPRUNE_DATA overrides the data root).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .table import print_table
+
+MODEL = "zoo:cifar_resnet56"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything the four methods share."""
+
+    shape: tuple[int, ...]  # the deployed input (batch first): latency is measured at this shape
+    deadline_fraction: float
+    train_limit: int  # the first N CIFAR-10 training images
+    batch_size: int
+    lr: float
+    finetune_epochs: int  # (a): per round
+    final_epochs: int  # (a): after the last round
+    max_rounds: int  # (a)
+    calib_images: int  # activation importance, (a) and (b)
+    selection_images: int  # val.npz even positions
+    test_images: int  # val.npz odd positions
+    warmup: int  # latency measurement, all methods
+    iterations: int
+    min_time_s: float
+    bisect_steps: int
+    final_repeats: int  # interleaved re-measurement rounds of the final models
+    max_batches: int | None = None  # per epoch; smoke runs only
+    seed: int = 0
+
+
+FULL = Budget(shape=(32, 3, 32, 32), deadline_fraction=0.5, train_limit=1000, batch_size=64, lr=0.01,
+              finetune_epochs=1, final_epochs=1, max_rounds=4, calib_images=256, selection_images=2500,
+              test_images=2500, warmup=10, iterations=100, min_time_s=2.0, bisect_steps=6, final_repeats=2)
+QUICK = Budget(shape=(8, 3, 32, 32), deadline_fraction=0.5, train_limit=64, batch_size=32, lr=0.01,
+               finetune_epochs=1, final_epochs=1, max_rounds=2, calib_images=32, selection_images=200,
+               test_images=200, warmup=2, iterations=10, min_time_s=0.1, bisect_steps=2, final_repeats=1,
+               max_batches=2)
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+class Meter:
+    """One latency function for every model; every measured point is kept with its label."""
+
+    def __init__(self, loaded, budget: Budget):
+        from edgeprune.profiling import resolve_target
+
+        self.loaded = loaded
+        self.target = resolve_target("cpu", warmup=budget.warmup, iterations=budget.iterations,
+                                     min_time_s=budget.min_time_s)
+        self.points: list[dict[str, Any]] = []
+
+    def __call__(self, module, label: str, **info: Any) -> dict[str, Any]:
+        from edgeprune.latency import measure_model, metric_value
+
+        module.eval()
+        started = time.perf_counter()
+        m = measure_model(self.loaded, module, self.target)
+        p50, upper = metric_value(m["latency_ms"], m["samples_ms"], "p50")
+        point = {"label": label, **info, "p50_ms": p50, "p50_upper_ms": upper,
+                 "stats": {k: m["latency_ms"][k] for k in ("p50", "p90", "mean", "std", "n")},
+                 "seconds": round(time.perf_counter() - started, 1), "at": round(time.time(), 1)}
+        self.points.append(point)
+        return point
+
+
+def meets(point: dict[str, Any], deadline: float) -> bool:
+    """edgeprune's own rule (LatencyBudget): the p50's 95 % upper bound at or under the deadline."""
+    return point["p50_upper_ms"] <= deadline
+
+
+def _widths(model) -> tuple:
+    from edgeprune.latency import layer_widths
+
+    return tuple(sorted(layer_widths(model).items()))
+
+
+def bisect(build: Callable[[float], Any], lo: float, hi: float, steps: int, meter: Meter, deadline: float,
+           label: str, grow: bool = False) -> dict[str, Any]:
+    """Least pruning (smallest knob) whose measured latency meets the deadline; knob grows with pruning.
+
+    Measurements are noisy, so the answer is the smallest knob among all measured points that met the
+    deadline, not just the last bracket. Equal architectures are measured once.
+    """
+    seen: dict[tuple, dict] = {}
+    tried: list[dict[str, Any]] = []
+
+    def probe(knob: float) -> bool:
+        model = build(knob)
+        key = _widths(model)
+        if key in seen:
+            point = {**seen[key], "knob": knob, "reused": True}
+        else:
+            point = meter(model, label, knob=knob)
+            seen[key] = point
+        point = {**point, "meets": meets(point, deadline)}
+        tried.append(point)
+        print(f"  {label}: knob {knob:.4f} p50 {point['p50_ms']:.2f} ms (upper {point['p50_upper_ms']:.2f}) "
+              f"{'meets' if point['meets'] else 'too slow'} D={deadline:.2f}", flush=True)
+        return point["meets"]
+
+    while not probe(hi):
+        if not grow or hi > 1e4:
+            break
+        lo, hi = hi, hi * 2
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if probe(mid):
+            hi = mid
+        else:
+            lo = mid
+    ok = [p for p in tried if p["meets"]]
+    best = min(ok, key=lambda p: p["knob"]) if ok else None
+    return {"knob": best["knob"] if best else None, "chosen": best, "points": tried}
+
+
+# ------------------------------------------------------------------------------------------ methods
+
+
+class Baselines:
+    """Builders of the pruned (not fine-tuned) models of methods (b), (c), (d) at a knob value."""
+
+    def __init__(self, dense, calib, budget: Budget):
+        import torch
+
+        from edgeprune.pruning import PruningGraph, get_importance
+
+        self.dense = dense
+        self.example = torch.zeros((1,) + tuple(budget.shape[1:]))
+        graph = PruningGraph(copy.deepcopy(dense), self.example)
+        self.groups = graph.groups()
+        activation = get_importance("activation", aggregate="mean", p=1.0, num_images=budget.calib_images)
+        self.act_scores = activation.scores(graph.model, graph, self.groups, calib)
+        self.l1_scores = get_importance("l1", aggregate="mean").scores(graph.model, graph, self.groups)
+
+    def _edgeprune(self, method: str, scores, ctx):
+        from edgeprune.pruning import PruningGraph
+        from edgeprune.selection import select
+
+        model = copy.deepcopy(self.dense)
+        graph = PruningGraph(model, self.example)
+        plan = select(method, graph.groups(), scores, ctx)
+        if plan:
+            graph.prune_many(plan)
+        return model
+
+    def aiap_flops(self, threshold: float):
+        from edgeprune.selection import SelectionContext
+
+        return self._edgeprune("aiap", self.act_scores, SelectionContext(threshold=threshold, weighting="flops"))
+
+    def uniform_l1(self, fraction: float):
+        from edgeprune.selection import SelectionContext
+
+        return self._edgeprune("fixed", self.l1_scores, SelectionContext(fraction=fraction))
+
+    def tp_global(self, ratio: float):
+        return tp_global_magnitude(self.dense, self.example, ratio)
+
+
+def tp_global_magnitude(dense, example, ratio: float):
+    """torch-pruning's global magnitude pruning at `ratio`, on a copy of `dense`.
+
+    The PadShortcut is registered with edgeprune's pruner and its index mapping wired into the pruner's
+    graph, exactly as edgeprune.pruning.graph does for its own DependencyGraph. A group the global
+    threshold would empty keeps its most important channel (torch-pruning 1.6 has no such guard).
+    """
+    import torch
+    import torch_pruning as tp
+
+    from edgeprune.pruning.graph import _CUSTOM_LAYERS
+
+    model = copy.deepcopy(dense)
+    if ratio <= 0:
+        return model
+    imp = tp.importance.MagnitudeImportance(p=2)
+    with torch.enable_grad():  # the tracer follows autograd
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=imp, global_pruning=True, pruning_ratio=ratio,
+            ignored_layers=[model.linear], customized_pruners={t: c.pruner for t, c in _CUSTOM_LAYERS.items()},
+        )
+    for module, node in pruner.DG.module2node.items():
+        custom = _CUSTOM_LAYERS.get(type(module))
+        if custom is not None and custom.wire is not None:
+            custom.wire(pruner.DG, node)
+    for group in pruner.step(interactive=True):
+        root = group[0].dep.target.module
+        handler = group[0].dep.handler
+        idxs = list(group[0].idxs)
+        n = pruner.DG.get_out_channels(root)
+        if len(idxs) >= n:
+            full = pruner.DG.get_pruning_group(root, handler, list(range(n)))
+            keep = int(torch.argmax(imp(full)))
+            group = pruner.DG.get_pruning_group(root, handler, [i for i in range(n) if i != keep])
+        group.prune()
+    model.eval()
+    with torch.no_grad():
+        model(example)  # fails loudly if the step left the model unrunnable
+    return model
+
+
+# ------------------------------------------------------------------------------------------ data, tests
+
+
+def _split_val(val: Path, out: Path, budget: Budget) -> tuple[Path, Path]:
+    from edgeprune.data import load_npz
+
+    x, y = load_npz(val)
+    sel, test = out / "selection.npz", out / "test.npz"
+    np.savez(sel, x=x[0::2][: budget.selection_images], y=y[0::2][: budget.selection_images])
+    np.savez(test, x=x[1::2][: budget.test_images], y=y[1::2][: budget.test_images])
+    return sel, test
+
+
+def _predictions(model, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (correct?, label) in loader order (the test loader is not shuffled)."""
+    import torch
+
+    model.eval()
+    correct, labels = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            correct.append((model(x).argmax(1) == y).numpy())
+            labels.append(y.numpy())
+    return np.concatenate(correct), np.concatenate(labels)
+
+
+def mcnemar(ours: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    """Exact McNemar test on paired per-image correctness: two-sided binomial test on the discordant pairs."""
+    from scipy.stats import binomtest
+
+    b = int(np.sum(ours & ~other))  # (a) right, other wrong
+    c = int(np.sum(~ours & other))
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return {"a_right_other_wrong": b, "a_wrong_other_right": c, "n": int(len(ours)),
+            "acc_diff_pts": 100.0 * (b - c) / len(ours), "p_value": float(p)}
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _run_edgeprune(budget: Budget, weights: Path, train: Path, selection: Path, out: Path,
+                   deadline: float) -> dict[str, Any]:
+    from edgeprune.errors import ConstraintNotMet
+    from edgeprune.loading import load
+    from edgeprune.prune import PruneConfig, prune
+
+    cfg = PruneConfig(
+        model=MODEL, output=str(out), target="cpu", weights=str(weights), shape=budget.shape, data=str(train),
+        val_data=str(selection), importance="activation", calib_images=budget.calib_images,
+        latency_ms=deadline, finetune_epochs=budget.finetune_epochs, final_epochs=budget.final_epochs,
+        train_limit=budget.train_limit, batch_size=budget.batch_size, lr=budget.lr,
+        max_batches=budget.max_batches, max_rounds=budget.max_rounds, seed=budget.seed, force=True,
+        warmup=budget.warmup, iterations=budget.iterations, min_time_s=budget.min_time_s,
+    )
+    started = time.perf_counter()
+    try:
+        result, met = prune(cfg), True
+    except ConstraintNotMet as exc:
+        result, met = exc.result, False
+        if result is None:
+            return {"met": False, "error": str(exc), "wall_s": round(time.perf_counter() - started, 1)}
+    r = result.report
+    per_round = [(x.get("train") or {}).get("samples_seen", 0) for x in r["rounds"]]
+    final = (r.get("final_train") or {}).get("samples_seen", 0)
+    by_id = {x["round"]: x for x in r["rounds"]}
+    lineage, rid = [], r["best_round"]
+    while rid is not None:
+        lineage.append(rid)
+        rid = by_id[rid].get("base_round")
+    return {
+        "model": load(out), "met": met, "report_met": r["met"], "deadline_met": r.get("deadline_met"),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "train_samples": sum(per_round) + final, "train_samples_rounds": per_round, "train_samples_final": final,
+        "train_samples_lineage": sum(by_id[i]["train"]["samples_seen"] for i in lineage if by_id[i].get("train"))
+        + final,
+        "best_round": r["best_round"], "stop_reason": r["stop_reason"],
+        "rounds": [{k: x.get(k) for k in ("round", "base_round", "threshold", "verdict", "params", "accuracy",
+                                          "latency_ms", "latency_upper_ms", "prediction_error")}
+                   | {"predicted_ms": x.get("predicted_latency_ms"), "finetune_s": x["seconds"]["finetune"]}
+                   for x in r["rounds"]],
+        "final_p50_ms": r.get("final_metric_ms"), "final_upper_ms": r.get("final_metric_upper_ms"),
+        "dense_ms_own": (r.get("dense_latency_ms") or {}).get("p50"), "floor_ms": r.get("floor_ms"),
+        "cost_model_build": (r.get("cost_model") or {}).get("build"),
+        "cost_model_mean_abs_error": (r.get("cost_model") or {}).get("mean_abs_error"),
+        "finetune_s": round(r["budget"]["finetune_seconds"], 1),
+    }
+
+
+def run(quick: bool = False) -> dict:
+    import torch
+
+    from edgeprune.data import data_root, load_task_data
+    from edgeprune.models import ZOO, load_model
+    from edgeprune.pruning import count_params_flops
+    from edgeprune.training import TrainConfig, configure_threads, finetune
+
+    budget = QUICK if quick else FULL
+    root = data_root()
+    weights, val, train = root / "weights" / "cifar_resnet56.th", root / "cifar10" / "val.npz", \
+        root / "cifar10" / "train.npz"
+    missing = [str(p) for p in (weights, val, train) if not p.is_file()]
+    if missing:
+        print(f"skipped: shared data missing ({', '.join(missing)}); set EDGEPRUNE_DATA")
+        return {"skipped": f"missing {', '.join(missing)}"}
+    configure_threads()
+    torch.manual_seed(budget.seed)
+    started, uptime_start = time.perf_counter(), _uptime()
+    print(f"start: {uptime_start}", flush=True)
+    entry = ZOO[MODEL.split(":", 1)[1]]
+    phases: dict[str, float] = {}
+
+    def phase(name: str, t0: float) -> None:
+        phases[name] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {phases[name]} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-at-deadline-") as tmp_name:
+        tmp = Path(tmp_name)
+        old_cache = os.environ.get("EDGEPRUNE_CACHE_DIR")
+        os.environ["EDGEPRUNE_CACHE_DIR"] = str(tmp / "cache")  # (a)'s cost-model build is part of its cost
+        try:
+            selection, test = _split_val(val, tmp, budget)
+            loaded = load_model(MODEL, weights=str(weights), shape=budget.shape)
+            dense = loaded.module.eval()
+            meter = Meter(loaded, budget)
+
+            t0 = time.perf_counter()
+            dense_point = meter(dense, "dense")
+            deadline = round(budget.deadline_fraction * dense_point["p50_ms"], 3)
+            print(f"dense p50 {dense_point['p50_ms']:.2f} ms -> deadline {deadline:.3f} ms", flush=True)
+            phase("dense", t0)
+
+            t0 = time.perf_counter()
+            a = _run_edgeprune(budget, weights, train, selection, tmp / "edgeprune_run", deadline)
+            phase("a_edgeprune", t0)
+
+            task = load_task_data(
+                str(train), str(selection), val_fraction=0.1, train_limit=budget.train_limit,
+                batch_size=budget.batch_size, mean=loaded.mean, std=loaded.std, seed=budget.seed,
+                input_shape=loaded.input_shape, num_classes=loaded.num_classes)
+            t0 = time.perf_counter()
+            base = Baselines(dense, task.calibration_batches(budget.calib_images), budget)
+            phase("scores", t0)
+            builders = {
+                "(b) AIAP FLOPs-proxy": (base.aiap_flops, 0.0, 16.0, True, "AIAP threshold T"),
+                "(c) uniform L1 (ILP)": (base.uniform_l1, 0.0, 0.9, False, "fraction r per group"),
+                "(d) torch-pruning global magnitude": (base.tp_global, 0.0, 0.9, False, "global ratio"),
+            }
+            searches: dict[str, dict] = {}
+            for name, (build, lo, hi, grow, _) in builders.items():
+                t0 = time.perf_counter()
+                searches[name] = bisect(build, lo, hi, budget.bisect_steps, meter, deadline, name, grow=grow)
+                phase(f"bisect {name}", t0)
+
+            # the training budget (a) spent, in images x epochs, given to every baseline
+            per_epoch = budget.train_limit if budget.max_batches is None else \
+                min(budget.train_limit, budget.max_batches * budget.batch_size)
+            a_samples = a.get("train_samples") or per_epoch * (budget.finetune_epochs + budget.final_epochs)
+            epochs = max(1, round(a_samples / per_epoch))
+            train_cfg = TrainConfig(epochs=epochs, lr=budget.lr, batch_size=budget.batch_size, mode="finetune",
+                                    train_limit=budget.train_limit, seed=budget.seed, max_batches=budget.max_batches)
+            models: dict[str, Any] = {"dense (reference)": dense}
+            if a.get("model") is not None:
+                models["(a) edgeprune latency policy"] = a["model"]
+            rows_info: dict[str, dict] = {"(a) edgeprune latency policy": {
+                "knob": "latency_ms", "train_samples": a.get("train_samples"), "train_s": a.get("finetune_s"),
+                "selection_p50_ms": a.get("final_p50_ms"), "selection_upper_ms": a.get("final_upper_ms")}}
+            for name, (build, *_rest, knob_name) in builders.items():
+                s = searches[name]
+                if s["knob"] is None:
+                    rows_info[name] = {"knob": knob_name, "note": "no measured point met the deadline"}
+                    continue
+                model = build(s["knob"])
+                t0 = time.perf_counter()
+                result = finetune(model, task, train_cfg)
+                phase(f"train {name}", t0)
+                models[name] = model.eval()
+                rows_info[name] = {"knob": f"{knob_name} = {s['knob']:.4f}", "knob_value": s["knob"],
+                                   "train_samples": result.samples_seen, "train_s": round(result.seconds, 1),
+                                   "selection_p50_ms": s["chosen"]["p50_ms"],
+                                   "selection_upper_ms": s["chosen"]["p50_upper_ms"]}
+
+            # final latency: every model re-measured in interleaved rounds (the machine's load drifts)
+            t0 = time.perf_counter()
+            final_points: dict[str, list[dict]] = {n: [] for n in models}
+            for rep in range(budget.final_repeats):
+                order = list(models) if rep % 2 == 0 else list(reversed(models))
+                for n in order:
+                    final_points[n].append(meter(models[n], f"final {n}", repeat=rep))
+            phase("final latency", t0)
+
+            t0 = time.perf_counter()
+            test_task = load_task_data(str(test), str(test), mean=entry.mean, std=entry.std, batch_size=250,
+                                       input_shape=entry.input_shape, num_classes=entry.num_classes)
+            preds, labels = {}, None
+            for n, m in models.items():
+                preds[n], y = _predictions(m, test_task.val)
+                labels = y if labels is None else labels
+                assert np.array_equal(labels, y), "test loader order changed between models"
+            phase("test", t0)
+        finally:
+            if old_cache is None:
+                os.environ.pop("EDGEPRUNE_CACHE_DIR", None)
+            else:
+                os.environ["EDGEPRUNE_CACHE_DIR"] = old_cache
+
+    example = torch.zeros((1,) + tuple(budget.shape[1:]))
+    ours = "(a) edgeprune latency policy"
+    rows = []
+    for n, m in models.items():
+        params, flops = count_params_flops(m, example)
+        p50s = [p["p50_ms"] for p in final_points[n]]
+        p50 = float(np.median(p50s))
+        row = {"method": n, **rows_info.get(n, {}), "params": params, "flops": flops,
+               "test_acc": 100.0 * float(preds[n].mean()), "final_p50_ms": p50, "final_p50_runs_ms": p50s,
+               "final_upper_runs_ms": [p["p50_upper_ms"] for p in final_points[n]],
+               "slack": (deadline - p50) / deadline,
+               "meets_in_all_final_runs": all(meets(p, deadline) for p in final_points[n])}
+        if n != ours and ours in preds and not n.startswith("dense"):
+            row["vs_a"] = mcnemar(preds[ours], preds[n])
+        rows.append(row)
+    wall = time.perf_counter() - started
+    uptime_end = _uptime()
+
+    def fmt(v, spec=".2f"):
+        return "-" if v is None else format(v, spec)
+
+    dense_p50 = float(np.median([p["p50_ms"] for p in final_points["dense (reference)"]]))
+    print_table(
+        f"ResNet-56 / CIFAR-10 at the deadline: target cpu, input {'x'.join(map(str, budget.shape))}, "
+        f"D = {deadline:.2f} ms ({budget.deadline_fraction:.0%} of dense p50 {dense_point['p50_ms']:.2f} ms); "
+        f"test: {len(labels)} val images (odd positions)",
+        ["method", "p50 ms (final)", "p50/dense", "slack %", "meets D", "params", "MFLOPs", "train imgs",
+         "test acc %", "a - this (pts)", "discordant a+/a-", "McNemar p"],
+        [[r["method"], fmt(r["final_p50_ms"]), fmt(r["final_p50_ms"] / dense_p50, ".3f"),
+          fmt(100 * r["slack"], ".1f"), "yes" if r["meets_in_all_final_runs"] else "no", f"{r['params']:,}",
+          fmt(r["flops"] / 1e6, ".1f"), r.get("train_samples") or "-", fmt(r["test_acc"]),
+          fmt(r["vs_a"]["acc_diff_pts"]) if "vs_a" in r else "-",
+          f"{r['vs_a']['a_right_other_wrong']}/{r['vs_a']['a_wrong_other_right']}" if "vs_a" in r else "-",
+          fmt(r["vs_a"]["p_value"], ".3g") if "vs_a" in r else "-"] for r in rows],
+    )
+    print(f"(a): rounds {len(a.get('rounds', []))}, best round {a.get('best_round')}, stop: {a.get('stop_reason')}, "
+          f"report met {a.get('report_met')}, wall {a.get('wall_s')} s; baselines fine-tuned {epochs} epoch(s) of "
+          f"{per_epoch} images. Knobs: " + "; ".join(f"{n}: {rows_info[n].get('knob')}" for n in builders))
+    print(f"wall {wall:.0f} s; start {uptime_start}; end {uptime_end}")
+    return {
+        "model": MODEL, "target": "cpu", "budget": asdict(budget), "deadline_ms": deadline,
+        "deadline_rule": "p50's one-sided 95% upper bound <= deadline (edgeprune LatencyBudget), all methods",
+        "dense_point": dense_point, "selection": "val.npz even positions", "test": "val.npz odd positions",
+        "baseline_epochs": epochs, "baseline_images_per_epoch": per_epoch,
+        "a_run": {k: v for k, v in a.items() if k != "model"},
+        "searches": searches, "methods": rows, "phases_s": phases, "latency_points": meter.points,
+        "wall_s": round(wall, 1), "uptime_start": uptime_start, "uptime_end": uptime_end,
+        "cpu_count": os.cpu_count(), "torch_pruning": _version("torch_pruning"),
+    }
+
+
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg.replace("_", "-"))
+    except PackageNotFoundError:
+        return None
