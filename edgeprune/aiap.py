@@ -41,6 +41,8 @@ class AIAPController:
     retries: int = 0
     base_step: float = 1.0
     rounds: int = 0
+    idle: int = 0  # consecutive thresholds that selected nothing
+    max_idle: int = 30
     good: list[GoodRound] = field(default_factory=list)
     finished: bool = False
     stop_reason: str | None = None
@@ -59,6 +61,7 @@ class AIAPController:
     def report(self, round_id: int, tried: float, verdict: Verdict) -> None:
         """Record the verdict of the round that tried threshold `tried`."""
         self.rounds += 1
+        self.idle = 0
         if verdict in (Verdict.GOOD, Verdict.DONE):
             self.good.append(GoodRound(round_id, tried, self.step))
             self.threshold = tried
@@ -85,11 +88,15 @@ class AIAPController:
             self._stop("round cap reached")
 
     def advance(self, tried: float) -> None:
-        """The threshold `tried` selected nothing: raise T without a round to return to (counts to the cap)."""
+        """The threshold `tried` selected nothing: raise T without a round to return to.
+
+        Empty advances do not count to the round cap (they cost no training or measuring, and counting
+        them ended runs after one real round); `max_idle` of them in a row end the run instead.
+        """
         self.threshold = tried
-        self.rounds += 1
-        if self.rounds >= self.max_rounds:
-            self._stop("round cap reached")
+        self.idle += 1
+        if self.idle >= self.max_idle:
+            self._stop(f"the threshold grew {self.idle} times without selecting any channel")
 
     def stop(self, reason: str) -> None:
         """End the run where it is (the caller's own stopping rule, e.g. a fixed-rate method's)."""

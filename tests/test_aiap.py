@@ -58,3 +58,15 @@ def test_binding_names_only_what_is_unmet():
     assert binding(cs, {"accuracy": "below", "params": "over"}) == []
     assert binding(cs, {"accuracy": "below", "params": "below"}) == ["params"]
     assert binding(cs, {"accuracy": "over", "params": "met"}) == ["accuracy"]
+
+
+def test_empty_advances_do_not_use_up_the_round_cap():
+    c = AIAPController(step=1.0, max_rounds=3, max_idle=5)
+    for _ in range(4):
+        c.advance(c.next_threshold())
+    assert not c.finished and c.rounds == 0 and c.threshold == 4.0
+    c.report(1, c.next_threshold(), Verdict.GOOD)
+    assert c.idle == 0
+    for _ in range(5):
+        c.advance(c.next_threshold())
+    assert c.finished and "without selecting any channel" in c.stop_reason

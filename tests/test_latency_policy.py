@@ -119,3 +119,45 @@ def test_a_round_slower_than_its_start_is_an_overshoot(fake_target, tmp_path, mo
     assert first["verdict"] == "overshoot" and first["slower_than_start_ms"] == 999.0
     assert r["rounds"][1]["base_round"] is None  # the next round starts again from the dense model
     assert r["deadline_met"]
+
+
+class _FreshSession:
+    """Stands in for PruneSession in _confirm_final: fresh measurements per round, as given."""
+
+    def __init__(self, fresh: dict[int, float], deadline: float):
+        self.fresh, self.metric = fresh, "p50"
+        self.cfg = type("Cfg", (), {"latency_ms": deadline})()
+        self.measured: list[int] = []
+
+    def model_at(self, round_id):
+        return round_id, []
+
+    def measure_latency(self, model):
+        self.measured.append(model)
+        return {"value": self.fresh[model], "upper": self.fresh[model] * 1.02}
+
+
+def test_final_round_is_confirmed_by_a_fresh_measurement():
+    from edgeprune.prune import _confirm_final
+
+    # round 5 looked fast in the loop but re-measures over the deadline: round 3 is delivered
+    s = _FreshSession({5: 12.0, 3: 9.0, 2: 7.0}, deadline=10.0)
+    best, tried = _confirm_final(s, [5, 3, 2])
+    assert best == 3 and s.measured == [5, 3] and [t["met"] for t in tried] == [False, True]
+    # none meets it now: the closest is delivered, and the run will report the miss
+    s = _FreshSession({5: 12.0, 3: 11.0, 2: 13.0, 1: 5.0}, deadline=10.0)
+    best, tried = _confirm_final(s, [5, 3, 2, 1])
+    assert best == 3 and len(tried) == 3  # at most FINAL_REMEASURES re-measurements
+
+
+def test_final_candidates_rank_within_slack_first_then_least_pruned():
+    from edgeprune.aiap import AIAPController
+    from edgeprune.policies import LatencyBudget
+    from edgeprune.prune import final_candidates
+
+    lat = LatencyBudget(10.0)
+    hist = [{"round": 1, "params": 900, "accuracy": None, "constraints": {lat.name: "below"}},
+            {"round": 2, "params": 800, "accuracy": None, "constraints": {lat.name: "over"}},
+            {"round": 3, "params": 700, "accuracy": None, "constraints": {lat.name: "met"}},
+            {"round": 4, "params": 600, "accuracy": None, "constraints": {lat.name: "met"}}]
+    assert final_candidates(AIAPController(), hist, [lat]) == [3, 4, 2]
