@@ -300,6 +300,9 @@ def _modelled(cost_model, widths: dict) -> dict:
     return {p: tuple(w) for p, w in widths.items() if p in cost_model.layers}
 
 
+CACHE_AGREEMENT = 1.5  # a cached cost model whose dense latency is off by more than this factor is re-measured
+
+
 def _open_planner(s: PruneSession, dense: dict):
     from .costmodel import CostModel
     from .latency import LatencyPlanner
@@ -307,8 +310,15 @@ def _open_planner(s: PruneSession, dense: dict):
     log(f"building the latency cost model on {s.target.name} (cached after the first time) ...")
     started = time.perf_counter()
     cm = CostModel.build(s.original, s.example, s.target)
+    now = dense["latency_stats"]["p50"]
+    if cm.info.get("residual_cached") and not 1 / CACHE_AGREEMENT <= cm.dense_ms / now <= CACHE_AGREEMENT:
+        # Same machine and settings, yet the cached dense latency is far from today's: it was measured under
+        # other load (or another state of the device). Such tables mislead every round: measure afresh.
+        log(f"the cached cost model measured the dense model at {cm.dense_ms:.3f} ms, {now:.3f} ms now: "
+            "re-measuring it")
+        cm = CostModel.build(s.original, s.example, s.target, refresh=True)
     log(f"cost model ready in {time.perf_counter() - started:.1f} s")
-    cm.calibrate(dense["latency_stats"]["p50"])
+    cm.calibrate(now)
     return LatencyPlanner(cm, dense["latency_ms"], s.cfg.latency_ms, s.cfg.slack, s.cfg.allocator)
 
 

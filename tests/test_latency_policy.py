@@ -161,3 +161,18 @@ def test_final_candidates_rank_within_slack_first_then_least_pruned():
             {"round": 3, "params": 700, "accuracy": None, "constraints": {lat.name: "met"}},
             {"round": 4, "params": 600, "accuracy": None, "constraints": {lat.name: "met"}}]
     assert final_candidates(AIAPController(), hist, [lat]) == [3, 4, 2]
+
+
+def test_a_cached_cost_model_measured_under_other_load_is_remeasured(fake_target, tmp_path, monkeypatch, capsys):
+    prune(_cfg(fake_target, tmp_path / "quiet", 0.6 * DENSE_MS))  # fills the cache
+    capsys.readouterr()
+
+    class Busy(WholeModelStaircase):
+        def __init__(self, target=None):
+            super().__init__()
+            self.slowdown = 3.0  # the same machine, now three times slower end to end
+
+    monkeypatch.setitem(runners._RUNNERS, "local", Busy)
+    r = prune(_cfg(fake_target, tmp_path / "busy", 0.6 * 3 * DENSE_MS)).report
+    assert "re-measuring it" in capsys.readouterr().err
+    assert r["cost_model"]["build"]["residual_cached"] is False

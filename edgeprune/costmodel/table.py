@@ -193,6 +193,7 @@ class CostModel:
         exporter: str = "dynamo",
         conditions: dict[str, Any] | None = None,
         seed: int = 0,
+        refresh: bool = False,
     ) -> CostModel:
         """Measure (or load from cache) a latency table for every Conv2d/Linear of `model` on `target`.
 
@@ -237,8 +238,9 @@ class CostModel:
             cond = dict(conditions) if conditions is not None else target_conditions(
                 spec, get_runner() if spec.is_remote else None)
             ckey = conditions_key(cond)
-            tables, eps_seen = _cached_tables(store, ckey, requests)
-            residual = store.get(ckey, fingerprint, RESIDUAL_KIND) if store else None
+            # refresh: measure everything again and overwrite the cache (its entries disagree with now)
+            tables, eps_seen = ({}, []) if refresh else _cached_tables(store, ckey, requests)
+            residual = store.get(ckey, fingerprint, RESIDUAL_KIND) if store and not refresh else None
             missing = [req for key, req in requests.items() if key not in tables]
             dense_ms = float(residual["dense_ms"]) if residual else None
             nonlayer = residual.get("nonlayer_ms") if residual else None
