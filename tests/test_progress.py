@@ -116,3 +116,13 @@ def test_training_callback_moves_a_terminal_bar_per_batch():
         for b in range(4):
             cb(TrainProgress(0, 2, b, 4, loss=0.5, lr=0.1))
         assert bar.total == 8 and bar.completed == 4
+
+
+def test_a_json_command_does_not_leave_the_process_quiet():
+    from click.testing import CliRunner
+
+    from edgeprune.cli import cli
+
+    result = CliRunner().invoke(cli, ["targets", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert log._quiet is False  # the next library call in this process still shows progress

@@ -49,6 +49,8 @@ def cli() -> None:
     from ..log import set_quiet
 
     set_quiet(False)  # each invocation starts loud; --format json / -q turn it off while parsing
+    # ...and ends loud again: an in-process caller (a test, a notebook) must not inherit a command's -q
+    click.get_current_context().call_on_close(lambda: set_quiet(False))
 
 
 def main(argv: list[str] | None = None) -> None:
