@@ -143,8 +143,10 @@ def training_callback(bar: Progress) -> Any:
     On a terminal the bar moves per batch (its total becomes epochs x batches once known); in plain-line
     mode only finished epochs print, since a line per batch would bury the log.
     """
+    label = bar.description  # the bar's own description changes with every step
+
     def on_batch(p: Any) -> None:
-        text = f"{bar.description.split(':')[0]}: epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.3f}"
+        text = f"{label}: epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.3f}"
         if bar.mode == "bar" and p.batches:
             if bar.total != p.epochs * p.batches:
                 bar.update(total=p.epochs * p.batches)
