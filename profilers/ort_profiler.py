@@ -486,15 +486,9 @@ def profile_onnx(
     if per_node:
         settings.update(node_iterations=node_iterations, node_warmup=node_warmup)
     return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": PROFILE_KIND,
-        "runtime": RUNTIME,
-        "model": _model_record(file_info, inputs, outputs),
-        "settings": settings,
-        "conditions": _conditions(resolved_threads, precision, execution_provider, providers_used, available,
-                                  graph_optimization_level, inputs),
-        "latency_ms": latency_stats(samples),
-        "samples_ms": samples,
+        **_profile_head(file_info, inputs, outputs, settings,
+                        _conditions(resolved_threads, precision, execution_provider, providers_used, available,
+                                    graph_optimization_level, inputs), samples),
         "nodes": nodes,
         "node_latency_sum_ms": float(sum(n["latency_ms"] for n in nodes)),
         "memory": {
@@ -549,15 +543,9 @@ def profile_onnx_ab(
     )
     settings.update(mode="ab", timing=settings["timing"] + "; two sessions in one process, alternating per pair")
     return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": PROFILE_KIND,
-        "runtime": RUNTIME,
-        "model": _model_record(file_info, inputs, outputs),
-        "settings": settings,
-        "conditions": _conditions(resolved_threads, precision, execution_provider, list(sess.get_providers()),
-                                  available, graph_optimization_level, inputs),
-        "latency_ms": latency_stats(samples),
-        "samples_ms": samples,
+        **_profile_head(file_info, inputs, outputs, settings,
+                        _conditions(resolved_threads, precision, execution_provider, list(sess.get_providers()),
+                                    available, graph_optimization_level, inputs), samples),
         "nodes": [],
         "node_latency_sum_ms": 0.0,
         "memory": {"peak_rss_mb": peak_rss_mb(), "params_mb": None, "model_file_mb": _file_mb(file_info)},
@@ -573,6 +561,21 @@ def profile_onnx_ab(
                 "model_file_mb": _file_mb(other_info),
             },
         },
+    }
+
+
+def _profile_head(file_info: dict[str, Any], inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
+                  settings: dict[str, Any], conditions: dict[str, Any], samples: list[float]) -> dict[str, Any]:
+    """The fields every profile of this runtime starts with (schema, model, settings, end-to-end timing)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": PROFILE_KIND,
+        "runtime": RUNTIME,
+        "model": _model_record(file_info, inputs, outputs),
+        "settings": settings,
+        "conditions": conditions,
+        "latency_ms": latency_stats(samples),
+        "samples_ms": samples,
     }
 
 
