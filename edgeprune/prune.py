@@ -520,12 +520,6 @@ def final_candidates(controller: AIAPController, history: list[dict], constraint
     return [] if last is None else [last]
 
 
-def pick_final_round(controller: AIAPController, history: list[dict], constraints: list[Constraint]) -> int | None:
-    """The first of `final_candidates`, or None."""
-    ranked = final_candidates(controller, history, constraints)
-    return ranked[0] if ranked else None
-
-
 FINAL_REMEASURES = 3  # candidate rounds re-measured before delivering one in latency mode
 
 
