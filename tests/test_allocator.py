@@ -1,6 +1,9 @@
-"""The allocator's candidates: table savings, and the proportional proxy only where the table is flat."""
+"""The allocator's candidates: the group's saving-curve steps, and the proportional proxy only below every
+measured width."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -9,19 +12,18 @@ from edgeprune.pruning import ChannelGroup
 
 
 class _Table:
-    """A one-layer cost model whose prediction for thinner widths is `effect` ms (+ is slower)."""
+    """A one-layer cost model whose prediction for thinner widths is `effect` ms (+ is slower); its table
+    measured the output widths `measured`."""
 
-    def __init__(self, effect: float):
+    def __init__(self, effect: float, measured: tuple[int, ...] = (4, 8)):
         self.current = {"conv": (8, 3)}
-        self.layers = {"conv": None}
+        self.layers = {"conv": SimpleNamespace(table_key="t")}
+        self.tables = {"t": SimpleNamespace(outs=measured, ins=(3,))}
         self.effect = effect
 
     def predict(self, widths) -> float:
         out = dict(self.current, **widths)["conv"][0]
         return 1.0 + (self.effect if out < 8 else 0.0)
-
-    def step_edges(self, path, side):
-        return []
 
     def layer_latency(self, path, o, i) -> float:
         return 1.0
@@ -32,20 +34,52 @@ def _group() -> ChannelGroup:
                         index_map={("conv", "out"): [(u,) for u in range(8)]})
 
 
-def _options(effect: float):
-    return candidates([_group()], {"conv": np.arange(8, dtype=float)}, _Table(effect))["conv"]
+def _options(effect: float, measured: tuple[int, ...] = (4, 8)):
+    return candidates([_group()], {"conv": np.arange(8, dtype=float)}, _Table(effect, measured))["conv"]
 
 
 def test_a_real_saving_comes_from_the_table():
     opts = _options(-0.3)
-    assert opts and all(not c.proxy and abs(c.saving_ms - 0.3) < 1e-9 for c in opts)
+    # one step: removing one unit reaches it, removing more saves nothing more
+    assert [(len(c.units), c.proxy, round(c.saving_ms, 9)) for c in opts] == [(1, False, 0.3)]
 
 
-def test_a_flat_table_falls_back_to_the_proportional_proxy():
-    opts = _options(0.0)
+def test_a_flat_table_measured_below_the_current_width_means_no_saving():
+    assert _options(0.0) == []
+
+
+def test_widths_below_every_measured_one_fall_back_to_the_proportional_proxy():
+    opts = _options(0.0, measured=(8,))
     assert opts and all(c.proxy for c in opts)
     assert opts[0].saving_ms < opts[-1].saving_ms  # more channels removed, more estimated saving
 
 
 def test_a_table_predicting_a_slowdown_gets_no_invented_saving():
     assert _options(+0.5) == []
+    assert _options(+0.5, measured=(8,)) == []
+
+
+class _BlockedCpu:
+    """Producer `a` costs the same at every output width (its output is padded to the kernel's block, as
+    measured for ResNet-56's 16-wide convs at batch 32 on this machine's NCHWc path); consumer `b` is
+    cheaper at a narrower input width, in steps of 16."""
+
+    def __init__(self):
+        self.current = {"a": (32, 3), "b": (8, 32)}
+        self.layers = {"a": SimpleNamespace(table_key="a"), "b": SimpleNamespace(table_key="b")}
+        self.tables = {"a": SimpleNamespace(outs=(16, 32), ins=(3,)), "b": SimpleNamespace(outs=(8,), ins=(16, 32))}
+
+    def layer_latency(self, path, o, i) -> float:
+        return {"a": 1.0, "b": 0.04 * (16 if i <= 16 else 32)}[path]
+
+    def predict(self, widths) -> float:
+        now = dict(self.current, **widths)
+        return sum(self.layer_latency(p, *now[p]) for p in now)
+
+
+def test_a_group_saves_through_its_consumers_inputs_when_its_own_output_is_flat():
+    g = ChannelGroup(id="a", root="a", members=[("a", "out"), ("b", "in")], size=32, layers=["a", "b"],
+                     index_map={("a", "out"): [(u,) for u in range(32)], ("b", "in"): [(u,) for u in range(32)]})
+    opts = candidates([g], {"a": np.arange(32, dtype=float)}, _BlockedCpu())["a"]
+    # the one step: 16 units, where the consumer's measured input width drops (no proxy: `a` was measured)
+    assert [(len(c.units), round(c.saving_ms, 6), c.proxy) for c in opts] == [(16, 0.64, False)]
