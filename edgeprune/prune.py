@@ -206,11 +206,17 @@ class PruneSession:
         from .pruning import count_params_flops
 
         params, flops = count_params_flops(model, self.example)
+        # Each part timed on its own: the overhead benchmark needs to tell evaluation from latency measurement.
+        t0 = time.perf_counter()
         lat = self.measure_latency(model) if latency else None
-        return RoundMetrics(accuracy=self.evaluate(model), params=params, flops=flops,
-                            memory_mb=self.measure_memory(model),
+        t1 = time.perf_counter()
+        accuracy = self.evaluate(model)
+        t2 = time.perf_counter()
+        memory = self.measure_memory(model)
+        seconds = {"latency": t1 - t0, "evaluate": t2 - t1, "memory": time.perf_counter() - t2}
+        return RoundMetrics(accuracy=accuracy, params=params, flops=flops, memory_mb=memory,
                             latency_ms=lat["value"] if lat else None, latency_upper_ms=lat["upper"] if lat else None,
-                            extra={"latency": lat} if lat else {})
+                            extra={"latency": lat, "seconds": seconds} if lat else {"seconds": seconds})
 
     # ---- model at a round
 
@@ -470,6 +476,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
     record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
                            {"select": t_select, "finetune": t_train, "measure": t_measure,
+                            **{f"measure_{k}": v for k, v in m.extra["seconds"].items()},
                             "total": time.perf_counter() - started}, _conv_channels(model))
     record["base_round"] = base
     record["train"] = train
@@ -524,22 +531,31 @@ FINAL_REMEASURES = 3  # candidate rounds re-measured before delivering one in la
 
 
 def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]:
-    """Re-measure the best candidates afresh and deliver the first whose fresh upper bound meets the deadline.
+    """Re-measure the best candidates afresh and deliver the first whose fresh upper bound meets the deadline
+    with a margin, else the first that meets it at all.
 
     One in-loop measurement decided each round; on a shared machine one fast reading can be luck, and
-    delivering it is how a run ends with a final check that misses. When none of the re-measured
-    candidates meets the deadline now, the one closest to it is delivered (and the run reports a miss).
+    delivering it is how a run ends with a final check that misses. A candidate confirmed only just under
+    the deadline missed it by 0.1-2% when the exported artifact was measured once more (benchmark 1), so a
+    candidate that clears it by half the slack window is preferred when one of the re-measured does. When
+    none meets the deadline now, the one closest to it is delivered (and the run reports a miss).
     """
+    deadline = s.cfg.latency_ms
+    margin_line = deadline * (1 - s.cfg.slack / 2)
     tried: list[dict] = []
     for round_id in ranked[:FINAL_REMEASURES]:
         model, _ = s.model_at(round_id)
         lat = s.measure_latency(model)
-        ok = lat["upper"] <= s.cfg.latency_ms
-        tried.append({"round": round_id, "fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "met": ok})
+        ok = lat["upper"] <= deadline
+        tried.append({"round": round_id, "fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "met": ok,
+                      "with_margin": lat["upper"] <= margin_line})
         log(f"re-measured round {round_id}: {s.metric} {lat['value']:.3f} ms (upper {lat['upper']:.3f}) "
-            f"{'meets' if ok else 'misses'} {s.cfg.latency_ms} ms")
-        if ok:
+            f"{'meets' if ok else 'misses'} {deadline} ms" + (f" (margin line {margin_line:.3f})" if ok else ""))
+        if lat["upper"] <= margin_line:
             return round_id, tried
+    met = [t for t in tried if t["met"]]
+    if met:
+        return met[0]["round"], tried
     return min(tried, key=lambda t: t["fresh_upper_ms"])["round"], tried
 
 

@@ -126,7 +126,7 @@ class _FreshSession:
 
     def __init__(self, fresh: dict[int, float], deadline: float):
         self.fresh, self.metric = fresh, "p50"
-        self.cfg = type("Cfg", (), {"latency_ms": deadline})()
+        self.cfg = type("Cfg", (), {"latency_ms": deadline, "slack": 0.05})()
         self.measured: list[int] = []
 
     def model_at(self, round_id):
@@ -148,6 +148,20 @@ def test_final_round_is_confirmed_by_a_fresh_measurement():
     s = _FreshSession({5: 12.0, 3: 11.0, 2: 13.0, 1: 5.0}, deadline=10.0)
     best, tried = _confirm_final(s, [5, 3, 2, 1])
     assert best == 3 and len(tried) == 3  # at most FINAL_REMEASURES re-measurements
+
+
+def test_final_choice_prefers_a_candidate_clear_of_the_deadline_by_half_the_slack():
+    from edgeprune.prune import _confirm_final
+
+    # round 5 meets 10 ms only just (upper 9.894 > margin line 9.75); round 3 clears it (upper 9.69)
+    s = _FreshSession({5: 9.7, 3: 9.5, 2: 8.0}, deadline=10.0)
+    best, tried = _confirm_final(s, [5, 3, 2])
+    assert best == 3 and s.measured == [5, 3]
+    assert [(t["met"], t["with_margin"]) for t in tried] == [(True, False), (True, True)]
+    # no re-measured candidate clears the margin: the first that meets the deadline at all is delivered
+    s = _FreshSession({5: 9.7, 3: 9.65, 2: 11.0}, deadline=10.0)
+    best, tried = _confirm_final(s, [5, 3, 2])
+    assert best == 5 and len(tried) == 3
 
 
 def test_final_candidates_rank_within_slack_first_then_least_pruned():
