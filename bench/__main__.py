@@ -1,6 +1,6 @@
 """Run named benchmarks, print their tables and write JSON to bench/results/NAME.json.
 
-Usage: python -m bench [all | NAME ...] [--quick] [--models CASE,...]
+Usage: python -m bench [all | NAME ...] [--quick] [--models CASE,...] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=["all"])
     parser.add_argument("--quick", action="store_true", help="smaller repeat counts (smoke run)")
     parser.add_argument("--models", help="a subset of a benchmark's cases (sets EDGEPRUNE_BENCH_MODELS)")
+    parser.add_argument("--seeds", help="seeds to repeat a benchmark over, e.g. 0,1,2 (sets EDGEPRUNE_BENCH_SEEDS)")
     args = parser.parse_args(argv)
     if args.models:
         os.environ["EDGEPRUNE_BENCH_MODELS"] = args.models
+    if args.seeds:
+        os.environ["EDGEPRUNE_BENCH_SEEDS"] = args.seeds
     names = list(BENCHMARKS) if "all" in args.names else args.names
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

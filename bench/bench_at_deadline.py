@@ -29,9 +29,11 @@ params and FLOPs (per image). Paired comparison (a) vs each other method on the 
 McNemar's exact test (two-sided binomial test on the discordant counts).
 
 FULL budget (about 40-60 min on a shared 2-core machine, where training ran at only 8-21 images/s under
-load): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 4 rounds, 1 final epoch; latency settings warmup 10, iterations 100, min_time_s 2; 6
+load; about 7 min per seed on a quiet one): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 6 rounds, 1 final epoch; latency settings warmup 10, iterations 100, min_time_s 2; 6
 bisection steps per baseline. `--quick` is a smoke run (batch-8 input, a few batches, tiny sets).
-Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline` (EDGEPRUNE_DATA overrides the data root).
+Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline [--seeds 0,1,2]` (EDGEPRUNE_DATA overrides the
+data root). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
+the baselines' fine-tuning change; the selection/test split does not) and a summary table follows.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Budget:
 
 
 FULL = Budget(shape=(32, 3, 32, 32), deadline_fraction=0.5, train_limit=1000, batch_size=64, lr=0.01,
-              finetune_epochs=1, final_epochs=1, max_rounds=4, calib_images=256, selection_images=2500,
+              finetune_epochs=1, final_epochs=1, max_rounds=6, calib_images=256, selection_images=2500,
               test_images=2500, warmup=10, iterations=100, min_time_s=2.0, bisect_steps=6, final_repeats=2)
 QUICK = Budget(shape=(8, 3, 32, 32), deadline_fraction=0.5, train_limit=64, batch_size=32, lr=0.01,
                finetune_epochs=1, final_epochs=1, max_rounds=2, calib_images=32, selection_images=200,
@@ -345,6 +347,52 @@ def _run_edgeprune(budget: Budget, weights: Path, train: Path, selection: Path, 
 
 
 def run(quick: bool = False) -> dict:
+    """One full comparison per seed (EDGEPRUNE_BENCH_SEEDS, e.g. "0,1,2"; default 0), then a summary."""
+    import dataclasses
+
+    budget = QUICK if quick else FULL
+    text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
+    seeds = [int(v) for v in text.split(",") if v.strip()] if text else [budget.seed]
+    per_seed = [run_one(dataclasses.replace(budget, seed=seed)) for seed in seeds]
+    if len(per_seed) == 1 or any("skipped" in r for r in per_seed):
+        return per_seed[0]
+    summary = summarise(per_seed)
+    return {"seeds": seeds, "runs": per_seed, "summary": summary}
+
+
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    """Per method over seeds: accuracy, (a) - method in each seed, and whether each seed's McNemar test
+    says (a) is better by at least 1 pt (p < 0.05); printed as a table."""
+    ours = "(a) edgeprune latency policy"
+    names = [r["method"] for r in runs[0]["methods"]]
+    out = {}
+    for name in names:
+        rows = [next(m for m in r["methods"] if m["method"] == name) for r in runs]
+        diffs = [m["vs_a"]["acc_diff_pts"] for m in rows if "vs_a" in m]
+        out[name] = {
+            "test_acc": [m["test_acc"] for m in rows], "final_p50_ms": [m["final_p50_ms"] for m in rows],
+            "meets_in_all_final_runs": [m["meets_in_all_final_runs"] for m in rows],
+            "a_minus_this_pts": diffs, "p_values": [m["vs_a"]["p_value"] for m in rows if "vs_a" in m],
+            "a_better_by_1pt_significant_in_every_seed": bool(diffs) and all(
+                m["vs_a"]["acc_diff_pts"] >= 1.0 and m["vs_a"]["p_value"] < 0.05 for m in rows),
+        }
+    print_table(
+        f"over {len(runs)} seeds (each a full run: its own dense measurement, deadline, (a) run, bisections, "
+        "fine-tuning and test); per seed: test acc %, final p50 ms, meets D in every final run",
+        ["method", *[f"seed {r['budget']['seed']}" for r in runs], "mean acc %", "a - this per seed (pts)",
+         "McNemar p per seed", "a >= 1 pt better, p<0.05, every seed"],
+        [[n, *[f"{a:.2f} / {p:.2f} / {'yes' if ok else 'no'}" for a, p, ok in
+               zip(v["test_acc"], v["final_p50_ms"], v["meets_in_all_final_runs"], strict=True)],
+          f"{np.mean(v['test_acc']):.2f}",
+          " ".join(f"{d:+.2f}" for d in v["a_minus_this_pts"]) or "-",
+          " ".join(f"{p:.2g}" for p in v["p_values"]) or "-",
+          ("yes" if v["a_better_by_1pt_significant_in_every_seed"] else "no") if n not in (ours,) and
+          v["a_minus_this_pts"] else "-"] for n, v in out.items()],
+    )
+    return out
+
+
+def run_one(budget: Budget) -> dict:
     import torch
 
     from edgeprune.data import data_root, load_task_data
@@ -352,7 +400,6 @@ def run(quick: bool = False) -> dict:
     from edgeprune.pruning import count_params_flops
     from edgeprune.training import TrainConfig, configure_threads, finetune
 
-    budget = QUICK if quick else FULL
     root = data_root()
     weights, val, train = root / "weights" / "cifar_resnet56.th", root / "cifar10" / "val.npz", \
         root / "cifar10" / "train.npz"

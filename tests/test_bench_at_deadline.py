@@ -1,0 +1,27 @@
+"""The accuracy-at-deadline benchmark's cross-seed summary (the runs themselves are benchmarks, not tests)."""
+
+from __future__ import annotations
+
+from bench.bench_at_deadline import summarise
+
+OURS = "(a) edgeprune latency policy"
+
+
+def _run(seed: int, a_acc: float, other_acc: float, p: float) -> dict:
+    diff = a_acc - other_acc
+    return {"budget": {"seed": seed}, "methods": [
+        {"method": OURS, "test_acc": a_acc, "final_p50_ms": 15.0, "meets_in_all_final_runs": True},
+        {"method": "(c) uniform L1 (ILP)", "test_acc": other_acc, "final_p50_ms": 14.0,
+         "meets_in_all_final_runs": True, "vs_a": {"acc_diff_pts": diff, "p_value": p}},
+    ]}
+
+
+def test_the_claim_needs_a_significant_one_point_lead_in_every_seed(capsys):
+    won = summarise([_run(0, 60.0, 50.0, 1e-9), _run(1, 58.0, 52.0, 1e-5), _run(2, 61.0, 55.0, 1e-4)])
+    assert won["(c) uniform L1 (ILP)"]["a_better_by_1pt_significant_in_every_seed"]
+    assert won[OURS]["a_minus_this_pts"] == []
+    # one seed with a lead that is not significant (or under 1 pt) breaks the claim
+    lost = summarise([_run(0, 60.0, 50.0, 1e-9), _run(1, 58.0, 57.5, 0.3), _run(2, 61.0, 55.0, 1e-4)])
+    assert not lost["(c) uniform L1 (ILP)"]["a_better_by_1pt_significant_in_every_seed"]
+    assert lost["(c) uniform L1 (ILP)"]["a_minus_this_pts"] == [10.0, 0.5, 6.0]
+    assert "over 3 seeds" in capsys.readouterr().out
