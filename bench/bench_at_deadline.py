@@ -336,7 +336,9 @@ def _run_edgeprune(budget: Budget, weights: Path, train: Path, selection: Path, 
         "best_round": r["best_round"], "stop_reason": r["stop_reason"],
         "rounds": [{k: x.get(k) for k in ("round", "base_round", "threshold", "verdict", "params", "accuracy",
                                           "latency_ms", "latency_upper_ms", "prediction_error")}
-                   | {"predicted_ms": x.get("predicted_latency_ms"), "finetune_s": x["seconds"]["finetune"]}
+                   | {"predicted_ms": x.get("predicted_latency_ms"), "finetune_s": x["seconds"]["finetune"],
+                      "target_ms": x.get("target_ms"), "need_ms": x.get("need_ms"),
+                      "predicted_before_ms": x.get("predicted_before_ms"), "groups": x.get("groups")}
                    for x in r["rounds"]],
         "final_p50_ms": r.get("final_metric_ms"), "final_upper_ms": r.get("final_metric_upper_ms"),
         "dense_ms_own": (r.get("dense_latency_ms") or {}).get("p50"), "floor_ms": r.get("floor_ms"),

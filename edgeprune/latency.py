@@ -78,22 +78,28 @@ class LatencyPlanner:
         return self.dense_ms - min(threshold, 1.0) * (self.dense_ms - self.aim_ms)
 
     def plan(self, threshold: float, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
-             widths_now: dict[str, tuple[int, int]]) -> tuple[dict[str, list[int]], dict[str, Any]]:
-        """The units to remove this round, and what the cost model expects of them."""
+             widths_now: dict[str, tuple[int, int]], measured_now: float | None = None,
+             ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """The units to remove this round, and what the cost model expects of them.
+
+        `measured_now`, the starting model's own measurement, anchors how much must go: the calibrated
+        model's prediction of it can disagree (its correction is a median over rounds, so that one odd
+        reading cannot swing it), and the deadline is decided on measurements. The cost model still says
+        which removals save what."""
         from .pruning import normalise_per_layer
 
         cm = self.cost_model
         cm.set_channels({p: w for p, w in widths_now.items() if p in cm.layers})
         predicted_now = cm.predict()
         target = self.round_target(threshold)
-        need = max(0.0, predicted_now - target)
+        need = max(0.0, (measured_now if measured_now is not None else predicted_now) - target)
         chosen = allocate(self.allocator, groups, normalise_per_layer(scores), cm, need) if need > 0 else {}
         merged: dict[str, tuple[int, int]] = {}
         for c in chosen.values():
             merged.update(c.widths)
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
-            "target_ms": target, "need_ms": need, "predicted_before_ms": predicted_now,
+            "target_ms": target, "need_ms": need, "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
             "predicted_latency_ms": predicted_after,
             "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,
                         "importance_lost": c.importance, "proxy": c.proxy} for c in chosen.values()],

@@ -121,6 +121,39 @@ def test_a_round_slower_than_its_start_is_reported(fake_target, tmp_path, monkey
     assert r["deadline_met"]
 
 
+def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target, tmp_path, monkeypatch):
+    import edgeprune.prune as prune_mod
+
+    real = prune_mod._confirm_done
+    seen = []
+
+    def slow_once(s, model, v, states):
+        if v.value == "done" and not seen:  # the first confirmation reads 30% slower than the round did
+            seen.append(True)
+            measure = s.measure_latency
+
+            def slower(m):
+                got = measure(m)
+                stats = {k: x * 1.3 if isinstance(x, float) else x for k, x in got["latency_ms"].items()}
+                return {**got, "value": got["value"] * 1.3, "upper": got["upper"] * 1.3, "latency_ms": stats}
+
+            monkeypatch.setattr(s, "measure_latency", slower)
+            try:
+                return real(s, model, v, states)
+            finally:
+                monkeypatch.setattr(s, "measure_latency", measure)
+        return real(s, model, v, states)
+
+    monkeypatch.setattr(prune_mod, "_confirm_done", slow_once)
+    r = prune(_cfg(fake_target, tmp_path / "lucky", 0.6 * DENSE_MS)).report
+    missed = [rd for rd in r["rounds"] if rd.get("confirmation") and not rd["confirmation"]["met"]]
+    assert len(missed) == 1 and missed[0]["verdict"] == "good"  # not done: the loop did not stop there
+    later = [rd for rd in r["rounds"] if rd["round"] > missed[0]["round"]]
+    assert any((rd.get("confirmation") or {}).get("met") for rd in later)
+    assert r["best_round"] != missed[0]["round"]
+    assert r["deadline_met"]
+
+
 class _FreshSession:
     """Stands in for PruneSession in _confirm_final: fresh measurements per round, as given."""
 
