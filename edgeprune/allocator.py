@@ -22,6 +22,9 @@ from .errors import EdgepruneError
 from .pruning import ChannelGroup
 
 PLATEAU_MS = 1e-4  # predicted savings within this of zero are a plateau, not a step
+# A layer this long is timed in at least 50 ticks of the per-node profile's microsecond clock, so a flat
+# table row is a measurement; shorter layers' rows are too coarse to rule a saving out.
+RESOLVED_MS = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,15 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
             if saving > best + step_tol:  # the fewest units reaching a new, lower step
                 options.append(Candidate(g.id, tuple(sorted(removed)), saving, float(s[order[:k]].sum()), widths))
                 best = saving
-        # The proxy is only for widths no table has measured: every touched layer already at or under the
-        # narrowest width its table holds. Where a narrower width was measured and saves nothing (or
-        # costs time, e.g. widths off the kernels' blocking), that measurement is the answer, and a
-        # proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's 16-wide
-        # stream at batch 32, which the table measured as no saving at all).
-        if not options and not slower and not _measured_below(g, current, cost_model):
+        # The proxy is for what the tables cannot tell: widths no table has measured (every touched layer
+        # already at or under the narrowest width its table holds), or layers so short that a flat table
+        # is a few timer ticks, not evidence (ResNet-56 at batch 1: 5-50 us per conv, and the whole model
+        # does get faster as they thin). Where a narrower width of a longer layer was measured and saves
+        # nothing (or costs time, e.g. widths off the kernels' blocking), that measurement is the answer,
+        # and a proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's
+        # 16-wide stream at batch 32, which the table measured as no saving at all).
+        resolved = max(cost_model.layer_latency(p, *current[p]) for p in touched) >= RESOLVED_MS
+        if not options and not slower and not (resolved and _measured_below(g, current, cost_model)):
             options = _proxy_options(g, s, order, current, cost_model)
         found[g.id] = options
     return found

@@ -15,8 +15,9 @@ class _Table:
     """A one-layer cost model whose prediction for thinner widths is `effect` ms (+ is slower); its table
     measured the output widths `measured`."""
 
-    def __init__(self, effect: float, measured: tuple[int, ...] = (4, 8)):
+    def __init__(self, effect: float, measured: tuple[int, ...] = (4, 8), layer_ms: float = 1.0):
         self.current = {"conv": (8, 3)}
+        self.layer_ms = layer_ms
         self.layers = {"conv": SimpleNamespace(table_key="t")}
         self.tables = {"t": SimpleNamespace(outs=measured, ins=(3,))}
         self.effect = effect
@@ -26,7 +27,7 @@ class _Table:
         return 1.0 + (self.effect if out < 8 else 0.0)
 
     def layer_latency(self, path, o, i) -> float:
-        return 1.0
+        return self.layer_ms
 
 
 def _group() -> ChannelGroup:
@@ -34,8 +35,8 @@ def _group() -> ChannelGroup:
                         index_map={("conv", "out"): [(u,) for u in range(8)]})
 
 
-def _options(effect: float, measured: tuple[int, ...] = (4, 8)):
-    return candidates([_group()], {"conv": np.arange(8, dtype=float)}, _Table(effect, measured))["conv"]
+def _options(effect: float, measured: tuple[int, ...] = (4, 8), layer_ms: float = 1.0):
+    return candidates([_group()], {"conv": np.arange(8, dtype=float)}, _Table(effect, measured, layer_ms))["conv"]
 
 
 def test_a_real_saving_comes_from_the_table():
@@ -46,6 +47,13 @@ def test_a_real_saving_comes_from_the_table():
 
 def test_a_flat_table_measured_below_the_current_width_means_no_saving():
     assert _options(0.0) == []
+
+
+def test_a_flat_table_of_a_layer_too_short_to_resolve_falls_back_to_the_proxy():
+    # 20 us: a 2% step is under one tick of the per-node clock, so flat is not evidence of no saving
+    opts = _options(0.0, layer_ms=0.02)
+    assert opts and all(c.proxy for c in opts)
+    assert _options(+0.5, layer_ms=0.02) == []  # a measured slowdown still rules the proxy out
 
 
 def test_widths_below_every_measured_one_fall_back_to_the_proportional_proxy():
