@@ -81,14 +81,15 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
                 options.append(Candidate(g.id, tuple(sorted(removed)), saving, float(s[order[:k]].sum()), widths))
                 best = saving
         # The proxy is for what the tables cannot tell: widths no table has measured (every touched layer
-        # already at or under the narrowest width its table holds), or layers so short that a flat table
-        # is a few timer ticks, not evidence (ResNet-56 at batch 1: 5-50 us per conv, and the whole model
-        # does get faster as they thin). Where a narrower width of a longer layer was measured and saves
-        # nothing (or costs time, e.g. widths off the kernels' blocking), that measurement is the answer,
-        # and a proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's
-        # 16-wide stream at batch 32, which the table measured as no saving at all).
+        # already at or under the narrowest width its table holds), or layers so short that a flat or
+        # slower row is a few timer ticks, not evidence (ResNet-56 at batch 1: 5-50 us per conv; its
+        # table reads the 16-wide stream at 8 as 2 us per layer slower, yet the whole model gets faster
+        # as the streams thin). Where a narrower width of a longer layer was measured and saves nothing
+        # (or costs time, e.g. widths off the kernels' blocking), that measurement is the answer, and a
+        # proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's 16-wide
+        # stream at batch 32, which the table measured as no saving at all).
         resolved = max(cost_model.layer_latency(p, *current[p]) for p in touched) >= RESOLVED_MS
-        if not options and not slower and not (resolved and _measured_below(g, current, cost_model)):
+        if not options and (not resolved or not (slower or _measured_below(g, current, cost_model))):
             options = _proxy_options(g, s, order, current, cost_model)
         found[g.id] = options
     return found
