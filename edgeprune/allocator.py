@@ -67,8 +67,9 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
         touched = [p for (p, _role) in g.index_map if p in current]
         if not touched or g.size <= 1:
             continue
+        longest = max(cost_model.layer_latency(p, *current[p]) for p in touched)
         # what counts as a step: EDGE_TOL of the largest touched layer's time, the scale of one table's noise
-        step_tol = max(PLATEAU_MS, EDGE_TOL * max(cost_model.layer_latency(p, *current[p]) for p in touched))
+        step_tol = max(PLATEAU_MS, EDGE_TOL * longest)
         options, best, slower = [], 0.0, False
         for k in range(1, g.size):
             removed = set(order[:k])
@@ -88,7 +89,7 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
         # (or costs time, e.g. widths off the kernels' blocking), that measurement is the answer, and a
         # proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's 16-wide
         # stream at batch 32, which the table measured as no saving at all).
-        resolved = max(cost_model.layer_latency(p, *current[p]) for p in touched) >= RESOLVED_MS
+        resolved = longest >= RESOLVED_MS
         if not options and (not resolved or not (slower or _measured_below(g, current, cost_model))):
             options = _proxy_options(g, s, order, current, cost_model)
         found[g.id] = options
@@ -102,8 +103,8 @@ def _measured_below(g: ChannelGroup, current: Mapping[str, tuple[int, int]], cos
             continue
         table = cost_model.tables[cost_model.layers[path].table_key]
         o, i = current[path]
-        measured = table.outs if role == "out" or table.ins is None else table.ins
-        if min(measured) < (o if role == "out" or table.ins is None else i):
+        along_out = role == "out" or table.ins is None  # a depthwise table has one dimension
+        if min(table.outs if along_out else table.ins) < (o if along_out else i):
             return True
     return False
 

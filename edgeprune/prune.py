@@ -388,7 +388,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
     if planner is not None:
         for record in history:  # a resumed run re-learns the cost model's correction from what it measured
             if record.get("latency_stats"):
-                planner.cost_model.calibrate(_start_latency(state, history, record["round"]),
+                planner.cost_model.calibrate(_round_p50(record),
                                              _modelled(planner.cost_model, record["widths"]))
 
     round_id = state["last_round"]
@@ -407,10 +407,20 @@ def _start_latency(state: dict, history: list[dict], base: int | None) -> float 
     if base is None:
         return (state["dense"].get("latency_stats") or {}).get("p50")
     record = next((r for r in history if r["round"] == base), None)
-    if record is None or not record.get("latency_stats"):
-        return None
+    return _round_p50(record) if record is not None and record.get("latency_stats") else None
+
+
+def _round_p50(record: dict) -> float:
+    """A round's measured p50; where its confirmation read slower (and missed), that fresh reading."""
     confirmation = record.get("confirmation") or {}
     return confirmation["fresh_p50_ms"] if confirmation.get("met") is False else record["latency_stats"]["p50"]
+
+
+def _fresh(s: PruneSession, model) -> dict[str, Any]:
+    """The model measured once more on the target, and whether its upper bound meets the deadline."""
+    lat = s.measure_latency(model)
+    return {"fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "fresh_p50_ms": lat["latency_ms"]["p50"],
+            "met": lat["upper"] <= s.cfg.latency_ms}
 
 
 def _slower_than_start(state: dict, history: list[dict], base: int | None, measured: float | None) -> float | None:
@@ -431,13 +441,11 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str]) ->
     """
     if v != Verdict.DONE or states.get("latency") not in ("met", "over"):
         return None
-    lat = s.measure_latency(model)
-    met = lat["upper"] <= s.cfg.latency_ms
-    if not met:
-        log(f"the deadline looked met, but a fresh measurement reads {s.metric} {lat['value']:.3f} ms (upper "
-            f"{lat['upper']:.3f}) over {s.cfg.latency_ms} ms: pruning goes on from this round")
-    return {"fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "fresh_p50_ms": lat["latency_ms"]["p50"],
-            "met": met}
+    fresh = _fresh(s, model)
+    if not fresh["met"]:
+        log(f"the deadline looked met, but a fresh measurement reads {s.metric} {fresh['fresh_ms']:.3f} ms "
+            f"(upper {fresh['fresh_upper_ms']:.3f}) over {s.cfg.latency_ms} ms: pruning goes on from this round")
+    return fresh
 
 
 def _plan_key(base: int | None, plan: dict[str, list[int]]) -> str:
@@ -519,13 +527,12 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     if confirmed is not None:
         record["confirmation"] = confirmed
     if planner is not None:
-        lat = m.extra["latency"]
         widths = layer_widths(model)
-        # after a failed confirmation the slower, fresh reading is what the next round must close
-        p50 = confirmed["fresh_p50_ms"] if confirmed is not None and not confirmed["met"] else lat["latency_ms"]["p50"]
-        calibration = planner.cost_model.calibrate(p50, _modelled(planner.cost_model, widths))
         record.update(plan_info, latency_ms=m.latency_ms, latency_upper_ms=m.latency_upper_ms,
-                      latency_stats=lat["latency_ms"], widths=widths, prediction_error=calibration["error"])
+                      latency_stats=m.extra["latency"]["latency_ms"], widths=widths)
+        # after a failed confirmation the slower, fresh reading is what the next round must close
+        calibration = planner.cost_model.calibrate(_round_p50(record), _modelled(planner.cost_model, widths))
+        record["prediction_error"] = calibration["error"]
     s.run.write_round(round_id, model, manifest, record)
     if cfg.method != "aiap" and v == Verdict.OVERSHOOT:
         controller.stop("constraint broken")  # fixed-rate methods do not back off: the last good round wins
@@ -583,13 +590,13 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
     tried: list[dict] = []
     for round_id in ranked[:FINAL_REMEASURES]:
         model, _ = s.model_at(round_id)
-        lat = s.measure_latency(model)
-        ok = lat["upper"] <= deadline
-        tried.append({"round": round_id, "fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "met": ok,
-                      "with_margin": lat["upper"] <= margin_line})
-        log(f"re-measured round {round_id}: {s.metric} {lat['value']:.3f} ms (upper {lat['upper']:.3f}) "
-            f"{'meets' if ok else 'misses'} {deadline} ms" + (f" (margin line {margin_line:.3f})" if ok else ""))
-        if lat["upper"] <= margin_line:
+        fresh = _fresh(s, model)
+        fresh["with_margin"] = fresh["fresh_upper_ms"] <= margin_line
+        tried.append({"round": round_id, **fresh})
+        log(f"re-measured round {round_id}: {s.metric} {fresh['fresh_ms']:.3f} ms (upper {fresh['fresh_upper_ms']:.3f}) "
+            f"{'meets' if fresh['met'] else 'misses'} {deadline} ms"
+            + (f" (margin line {margin_line:.3f})" if fresh["met"] else ""))
+        if fresh["with_margin"]:
             return round_id, tried
     met = [t for t in tried if t["met"]]
     if met:
