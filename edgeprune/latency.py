@@ -59,6 +59,12 @@ def measure_model(loaded, module, target, *, per_node: bool = False) -> dict[str
     return {"latency_ms": report.latency_ms, "samples_ms": report.samples_ms, "report": report}
 
 
+def aim_ms(deadline_ms: float, slack: float) -> float:
+    """Where the loop aims, and the line a delivered model should clear: half the slack window under the
+    deadline."""
+    return deadline_ms * (1 - slack / 2)
+
+
 @dataclass
 class LatencyPlanner:
     """Turns AIAP's threshold into a latency step and picks the channels through the cost model."""
@@ -72,7 +78,7 @@ class LatencyPlanner:
 
     @property
     def aim_ms(self) -> float:
-        return self.deadline_ms * (1 - self.slack / 2)
+        return aim_ms(self.deadline_ms, self.slack)
 
     def round_target(self, threshold: float) -> float:
         return self.dense_ms - min(threshold, 1.0) * (self.dense_ms - self.aim_ms)

@@ -585,8 +585,10 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
     candidate that clears it by half the slack window is preferred when one of the re-measured does. When
     none meets the deadline now, the one closest to it is delivered (and the run reports a miss).
     """
+    from .latency import aim_ms
+
     deadline = s.cfg.latency_ms
-    margin_line = deadline * (1 - s.cfg.slack / 2)
+    margin_line = aim_ms(deadline, s.cfg.slack)
     tried: list[dict] = []
     for round_id in ranked[:FINAL_REMEASURES]:
         model, _ = s.model_at(round_id)
