@@ -388,7 +388,7 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
           f"{np.mean(v['test_acc']):.2f}",
           " ".join(f"{d:+.2f}" for d in v["a_minus_this_pts"]) or "-",
           " ".join(f"{p:.2g}" for p in v["p_values"]) or "-",
-          ("yes" if v["a_better_by_1pt_significant_in_every_seed"] else "no") if n not in (ours,) and
+          ("yes" if v["a_better_by_1pt_significant_in_every_seed"] else "no") if n != ours and
           v["a_minus_this_pts"] else "-"] for n, v in out.items()],
     )
     return out
