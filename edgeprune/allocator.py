@@ -8,11 +8,17 @@ prediction for every layer the group touches (its own outputs and its consumers'
   the highest-cost, lowest-importance channels first — until the predicted saving covers the need.
 - `knapsack` (HALP-like): keep the most total importance subject to saving at least the need, solved by
   dynamic programming over discretised savings, one choice per group.
+
+Savings do not add up across groups: a residual block's second conv loses inputs to the block's own group
+and outputs to the stream's group, and the two removals together save less than each alone would suggest
+(a conv's time goes with out x in). So the ratio allocator prices every step by the whole model's predicted
+saving with everything already chosen (`Joint`), and the knapsack, whose dynamic program needs additive
+savings, is corrected afterwards by the same joint prediction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +136,32 @@ def _proxy_options(g: ChannelGroup, s: np.ndarray, order: list[int], current: Ma
     return options
 
 
-Allocator = Callable[[dict[str, list[Candidate]], float], dict[str, Candidate]]
+def merge_widths(current: Mapping[str, tuple[int, int]], chosen: Iterable[Candidate]) -> dict[str, tuple[int, int]]:
+    """Every touched layer's (out, in) after all these removals together: each candidate's channels come off
+    the current width (two groups can thin the same layer, one its outputs and the other its inputs)."""
+    out: dict[str, tuple[int, int]] = {}
+    for c in chosen:
+        for path, (o, i) in c.widths.items():
+            o0, i0 = current[path]
+            po, pi = out.get(path, (o0, i0))
+            out[path] = (po - (o0 - o), pi - (i0 - i))
+    return out
+
+
+class Joint:
+    """The whole model's predicted saving of a set of removals taken together."""
+
+    def __init__(self, cost_model):
+        self.cost_model = cost_model
+        self.current = dict(cost_model.current)
+        self.base = cost_model.predict(self.current)
+
+    def saving(self, chosen: Iterable[Candidate]) -> float:
+        chosen = list(chosen)
+        return self.base - self.cost_model.predict(merge_widths(self.current, chosen)) if chosen else 0.0
+
+
+Allocator = Callable[[dict[str, list[Candidate]], float, Joint], dict[str, Candidate]]
 ALLOCATORS: dict[str, Allocator] = {}
 
 
@@ -143,10 +174,11 @@ def register_allocator(name: str) -> Callable[[Allocator], Allocator]:
 
 
 @register_allocator("ratio")
-def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float) -> dict[str, Candidate]:
+def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: Joint) -> dict[str, Candidate]:
     """Greedy: deepen the group whose next step saves the most ms per importance lost; once some step can
     cover what is still needed, take the covering step that loses the least importance (the least pruning
-    that meets the step, so the round does not overshoot by a whole large layer)."""
+    that meets the step, so the round does not overshoot by a whole large layer). Each step is priced by
+    what it adds to the joint saving of everything chosen so far."""
     chosen: dict[str, Candidate] = {}
     saved = 0.0
     while saved < need_ms:
@@ -154,26 +186,30 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float) -> dict[
         steps = []  # (candidate, saving added, importance added, is the group's next step)
         for gid, opts in options.items():
             now = chosen.get(gid)
+            others = [c for g, c in chosen.items() if g != gid]
             deeper = [c for c in opts if now is None or len(c.units) > len(now.units)]
             for n, c in enumerate(deeper):
-                d_save = c.saving_ms - (now.saving_ms if now else 0.0)
+                d_save = joint.saving([*others, c]) - saved
                 if d_save > 0:
                     steps.append((c, d_save, c.importance - (now.importance if now else 0.0), n == 0))
         if not steps:
             break
         covering = [st for st in steps if st[1] >= remaining]
         if covering:
-            best = min(covering, key=lambda st: (st[2], st[1]))[0]
+            best, d_save = min(covering, key=lambda st: (st[2], st[1]))[:2]
         else:
-            best = max([st for st in steps if st[3]] or steps, key=lambda st: st[1] / max(st[2], 1e-9))[0]
-        saved += best.saving_ms - (chosen[best.group].saving_ms if best.group in chosen else 0.0)
+            best, d_save = max([st for st in steps if st[3]] or steps, key=lambda st: st[1] / max(st[2], 1e-9))[:2]
+        saved += d_save
         chosen[best.group] = best
     return chosen
 
 
 @register_allocator("knapsack")
-def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, bins: int = 400) -> dict[str, Candidate]:
-    """Least importance lost with total predicted saving >= need (savings discretised to need/bins)."""
+def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, joint: Joint,
+                      bins: int = 400) -> dict[str, Candidate]:
+    """Least importance lost with total predicted saving >= need (savings discretised to need/bins). The
+    program adds the groups' savings; where their joint saving falls short of the need, the cheapest further
+    steps are added greedily, each priced jointly."""
     if need_ms <= 0:
         return {}
     unit = need_ms / bins
@@ -207,6 +243,32 @@ def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, bins:
             prev, c = entry  # type: ignore[misc]
             chosen[c.group] = c
             b = prev
+    return _top_up(chosen, options, need_ms, joint)
+
+
+def _top_up(chosen: dict[str, Candidate], options: dict[str, list[Candidate]], need_ms: float,
+            joint: Joint) -> dict[str, Candidate]:
+    """Deepen groups, least importance per joint ms first, until the joint saving covers the need."""
+    chosen = dict(chosen)
+    saved = joint.saving(chosen.values())
+    while saved < need_ms:
+        best = None
+        for gid, opts in options.items():
+            now = chosen.get(gid)
+            others = [c for g, c in chosen.items() if g != gid]
+            for c in opts:
+                if now is not None and len(c.units) <= len(now.units):
+                    continue
+                gain = joint.saving([*others, c]) - saved
+                if gain > 0:
+                    price = (c.importance - (now.importance if now else 0.0)) / gain
+                    if best is None or price < best[0]:
+                        best = (price, c, gain)
+                break  # only each group's next step
+        if best is None:
+            break
+        chosen[best[1].group] = best[1]
+        saved += best[2]
     return chosen
 
 
@@ -214,4 +276,4 @@ def allocate(name: str, groups: list[ChannelGroup], scores: Mapping[str, np.ndar
              need_ms: float) -> dict[str, Candidate]:
     if name not in ALLOCATORS:
         raise EdgepruneError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms)
+    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms, Joint(cost_model))

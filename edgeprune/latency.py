@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .allocator import allocate
+from .allocator import allocate, merge_widths
 from .pruning import ChannelGroup
 
 METRIC_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -100,9 +100,7 @@ class LatencyPlanner:
         target = self.round_target(threshold)
         need = max(0.0, (measured_now if measured_now is not None else predicted_now) - target)
         chosen = allocate(self.allocator, groups, normalise_per_layer(scores), cm, need) if need > 0 else {}
-        merged: dict[str, tuple[int, int]] = {}
-        for c in chosen.values():
-            merged.update(c.widths)
+        merged = merge_widths(cm.current, chosen.values())
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
             "target_ms": target, "need_ms": need, "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,

@@ -6,8 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from edgeprune.allocator import candidates
+from edgeprune.allocator import Joint, allocate, candidates, merge_widths
 from edgeprune.pruning import ChannelGroup
 
 
@@ -92,3 +93,49 @@ def test_a_group_saves_through_its_consumers_inputs_when_its_own_output_is_flat(
     opts = candidates([g], {"a": np.arange(32, dtype=float)}, _BlockedCpu())["a"]
     # the one step: 16 units, where the consumer's measured input width drops (no proxy: `a` was measured)
     assert [(len(c.units), round(c.saving_ms, 6), c.proxy) for c in opts] == [(16, 0.64, False)]
+
+
+class _Bilinear:
+    """One conv whose time goes with out x in (0.01 ms per out-in pair), its outputs thinned by one group and
+    its inputs by another, as a residual block's second conv is by the stream's and the block's groups."""
+
+    def __init__(self):
+        self.current = {"c": (8, 8)}
+        self.layers = {"c": SimpleNamespace(table_key="c")}
+        self.tables = {"c": SimpleNamespace(outs=(1, 8), ins=(1, 8))}
+
+    def layer_latency(self, path, o, i) -> float:
+        return 0.01 * o * i
+
+    def predict(self, widths) -> float:
+        return self.layer_latency("c", *dict(self.current, **widths)["c"])
+
+
+def _two_sided() -> list[ChannelGroup]:
+    return [ChannelGroup(id=f"g_{role}", root="c", members=[("c", role)], size=8, layers=["c"] if role == "out" else [],
+                         index_map={("c", role): [(u,) for u in range(8)]}) for role in ("out", "in")]
+
+
+@pytest.mark.parametrize("name", ["ratio", "knapsack"])
+def test_two_groups_thinning_one_layer_are_priced_together(name):
+    cm = _Bilinear()
+    groups = _two_sided()
+    scores = {g.id: np.array([0.0] * 4 + [100.0] * 4) for g in groups}
+    # of 0.64 ms; more than one side can save alone (0.56), so both must go. Halving both sides saves
+    # 0.32 + 0.32 = 0.64 by the sum of the groups' own savings, yet only 0.48 together.
+    need = 0.6
+    chosen = allocate(name, groups, scores, cm, need)
+    merged = merge_widths(cm.current, chosen.values())
+    o, i = merged["c"]
+    assert (8 - o) and (8 - i)  # both sides thinned, each from the current width
+    assert cm.predict(merged) <= 0.64 - need + 1e-9  # the joint prediction covers the need
+    assert Joint(cm).saving(chosen.values()) == pytest.approx(0.64 - cm.predict(merged))
+    assert sum(c.saving_ms for c in chosen.values()) > Joint(cm).saving(chosen.values())  # standalone ones overcount
+
+
+def test_merged_widths_take_both_groups_channels_off_the_current_width():
+    cm = _Bilinear()
+    opts = candidates(_two_sided(), {"g_out": np.arange(8.0), "g_in": np.arange(8.0)}, cm)
+    a = next(c for c in opts["g_out"] if len(c.units) == 2)
+    b = next(c for c in opts["g_in"] if len(c.units) == 3)
+    assert merge_widths(cm.current, [a, b]) == {"c": (6, 5)}
