@@ -325,8 +325,13 @@ def signatures_from_model(model: Any, example_input: Any) -> dict[str, LayerSign
 
 
 def auto_widths(full: int, *, step: int = 8, max_points: int = 8, multiple: int = 1) -> list[int]:
-    """Widths to measure for a dimension of `full` channels: multiples of `step` (doubled until at most
-    `max_points` remain, kept a multiple of `multiple`), always ending at `full` itself."""
+    """Widths to measure for a dimension of `full` channels: the narrowest width the layer allows (1, or
+    `multiple`), then multiples of `step` (doubled until at most `max_points` remain, kept a multiple of
+    `multiple`), always ending at `full` itself.
+
+    The narrowest width is measured because pruning can go there (the floor model keeps one unit per
+    group), and a guess below the grid invented savings: on an NCHWc CPU a conv cut from 8 to 1 output
+    channels still computes a padded block of 16."""
     if full <= 0:
         raise ValueError(f"a layer dimension must be positive, got {full}")
     s = max(1, step)
@@ -334,7 +339,8 @@ def auto_widths(full: int, *, step: int = 8, max_points: int = 8, multiple: int 
         s *= 2
     s = s * multiple // math.gcd(s, multiple)
     widths = list(range(s, full, s))
-    return [*widths, full]
+    narrowest = max(1, multiple)
+    return [*([narrowest] if narrowest < min(s, full) else []), *widths, full]
 
 
 @dataclass(frozen=True)
