@@ -117,7 +117,7 @@ def built(tmp_path):
 
 def test_staircase_step_edges_are_the_multiples_of_16(built):
     cm, _ = built
-    assert cm.tables[cm.layers["3"].table_key].outs == (1, 8, 16, 24, 32, 40, 48, 56, 64)
+    assert cm.tables[cm.layers["3"].table_key].outs == (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64)
     assert cm.step_edges("3") == [16, 32, 48, 64]
     assert cm.step_edges("3", side="in") == [16, 32, 48, 64]
     assert cm.step_edges("0") == [16, 32, 48, 64]  # its input (the image) is not gridded
@@ -300,7 +300,7 @@ def test_real_onnxruntime_build_is_monotone_ish(tmp_path):
     cm = CostModel.build(model, torch.zeros(1, 3, 32, 32), target, cache=tmp_path / "cache", repeats=1,
                          iterations=20, exporter="legacy")
     table = cm.tables[cm.layers["2"].table_key]
-    assert table.outs == (1, 8, 16, 24, 32, 40, 48, 56, 64) and table.ins == (1, 8, 16, 24, 32)
+    assert table.outs == (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64) and table.ins == (1, 2, 4, 8, 16, 24, 32)
     flat = sorted((o * i, table.lookup(o, i)) for o in table.outs for i in table.ins)
     small = [v for _, v in flat[: len(flat) // 4]]
     large = [v for _, v in flat[-len(flat) // 4:]]

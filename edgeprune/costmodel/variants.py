@@ -326,8 +326,8 @@ def signatures_from_model(model: Any, example_input: Any) -> dict[str, LayerSign
 
 def auto_widths(full: int, *, step: int = 8, max_points: int = 8, multiple: int = 1) -> list[int]:
     """Widths to measure for a dimension of `full` channels: the narrowest width the layer allows (1, or
-    `multiple`), then multiples of `step` (doubled until at most `max_points` remain, kept a multiple of
-    `multiple`), always ending at `full` itself.
+    `multiple`) and a quarter and half of the first step, then multiples of `step` (doubled until at most
+    `max_points` remain, kept a multiple of `multiple`), always ending at `full` itself.
 
     The narrowest width is measured because pruning can go there (the floor model keeps one unit per
     group), and a guess below the grid invented savings: on an NCHWc CPU a conv cut from 8 to 1 output
@@ -340,7 +340,8 @@ def auto_widths(full: int, *, step: int = 8, max_points: int = 8, multiple: int 
     s = s * multiple // math.gcd(s, multiple)
     widths = list(range(s, full, s))
     narrowest = max(1, multiple)
-    return [*([narrowest] if narrowest < min(s, full) else []), *widths, full]
+    narrow = sorted({w for w in (narrowest, s // 4, s // 2) if narrowest <= w < min(s, full) and w % narrowest == 0})
+    return [*narrow, *widths, full]
 
 
 @dataclass(frozen=True)
