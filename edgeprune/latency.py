@@ -98,12 +98,16 @@ class LatencyPlanner:
         cm.set_channels({p: w for p, w in widths_now.items() if p in cm.layers})
         predicted_now = cm.predict()
         target = self.round_target(threshold)
-        need = max(0.0, (measured_now if measured_now is not None else predicted_now) - target)
-        chosen = allocate(self.allocator, groups, normalise_per_layer(scores), cm, need) if need > 0 else {}
+        now = measured_now if measured_now is not None else predicted_now
+        need = max(0.0, now - target)
+        # the most this round may save: down to the bottom of the slack window, under which it overshoots
+        most = max(need, now - self.deadline_ms * (1 - self.slack))
+        chosen = allocate(self.allocator, groups, normalise_per_layer(scores), cm, need, most) if need > 0 else {}
         merged = merge_widths(cm.current, chosen.values())
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
-            "target_ms": target, "need_ms": need, "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
+            "target_ms": target, "need_ms": need, "max_saving_ms": most,
+            "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
             "predicted_latency_ms": predicted_after,
             "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,
                         "importance_lost": c.importance, "proxy": c.proxy} for c in chosen.values()],

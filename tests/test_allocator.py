@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgeprune.allocator import Joint, allocate, candidates, merge_widths
+from edgeprune.allocator import Joint, allocate, candidates, importance_lost, max_units, merge_widths
 from edgeprune.pruning import ChannelGroup
 
 
@@ -121,9 +121,10 @@ def test_two_groups_thinning_one_layer_are_priced_together(name):
     cm = _Bilinear()
     groups = _two_sided()
     scores = {g.id: np.array([0.0] * 4 + [100.0] * 4) for g in groups}
-    # of 0.64 ms; more than one side can save alone (0.56), so both must go. Halving both sides saves
-    # 0.32 + 0.32 = 0.64 by the sum of the groups' own savings, yet only 0.48 together.
-    need = 0.6
+    # of 0.64 ms; more than one side can save in a round (half its units, 0.32), so both must go. Thinning
+    # the sides by 4 and 2 saves 0.32 + 0.16 = 0.48 by the sum of the groups' own savings, yet only 0.40
+    # together: halving both (0.48 together) is what covers it.
+    need = 0.45
     chosen = allocate(name, groups, scores, cm, need)
     merged = merge_widths(cm.current, chosen.values())
     o, i = merged["c"]
@@ -139,3 +140,81 @@ def test_merged_widths_take_both_groups_channels_off_the_current_width():
     a = next(c for c in opts["g_out"] if len(c.units) == 2)
     b = next(c for c in opts["g_in"] if len(c.units) == 3)
     assert merge_widths(cm.current, [a, b]) == {"c": (6, 5)}
+
+
+def test_importance_lost_grows_without_bound_as_a_group_nears_one_unit():
+    s = np.ones(16)
+    order = list(range(16))
+    assert importance_lost(s, order, 1) == pytest.approx(16 / 15)  # about the unit's own score
+    assert importance_lost(s, order, 8) == pytest.approx(16.0)  # half the group: twice the plain sum
+    assert importance_lost(s, order, 15) == pytest.approx(240.0)  # the last-but-one unit: 16x the sum
+    assert importance_lost(np.array([0.0, 0.0, 2.0, 2.0]), [0, 1, 2, 3], 2) == 0.0  # dead channels are free
+
+
+def test_a_group_is_not_cut_to_one_unit_when_others_can_pay_for_the_step():
+    # two groups thinning one layer each; `a` saves a little more per unit, but cutting it to one unit
+    # would lose far more than sharing the step with `b`
+    class TwoLayers:
+        current = {"a": (16, 3), "b": (16, 3)}
+        layers = {"a": SimpleNamespace(table_key="t"), "b": SimpleNamespace(table_key="t")}
+        tables = {"t": SimpleNamespace(outs=(1, 16), ins=(3,))}
+
+        def layer_latency(self, path, o, i) -> float:
+            return (0.011 if path == "a" else 0.01) * o
+
+        def predict(self, widths) -> float:
+            now = dict(self.current, **widths)
+            return sum(self.layer_latency(p, *now[p]) for p in now)
+
+    groups = [ChannelGroup(id=p, root=p, members=[(p, "out")], size=16, layers=[p],
+                           index_map={(p, "out"): [(u,) for u in range(16)]}) for p in ("a", "b")]
+    chosen = allocate("ratio", groups, {p: np.ones(16) for p in ("a", "b")}, TwoLayers(), 0.15)
+    assert all(16 - len(c.units) >= 4 for c in chosen.values()), {g: len(c.units) for g, c in chosen.items()}
+
+
+def test_one_round_takes_at_most_half_of_a_group():
+    cm = _Bilinear()  # thinner is always faster here, down to one channel
+    opts = candidates(_two_sided(), {"g_out": np.arange(8.0), "g_in": np.arange(8.0)}, cm)
+    assert max(len(c.units) for c in opts["g_out"]) == 4
+    assert max_units(1) == 1 and max_units(3) == 1 and max_units(16) == 8
+
+
+class _Independent:
+    """Layers that each cost a fixed ms per output channel, thinned by one group each."""
+
+    per_unit = {"b": 0.5, "s1": 0.025, "s2": 0.025, "s3": 0.025}
+    size = {"b": 2, "s1": 8, "s2": 8, "s3": 8}
+
+    def __init__(self):
+        self.current = {p: (n, 3) for p, n in self.size.items()}
+        self.layers = {p: SimpleNamespace(table_key=p) for p in self.size}
+        self.tables = {p: SimpleNamespace(outs=(1, n), ins=(3,)) for p, n in self.size.items()}
+
+    def layer_latency(self, path, o, i) -> float:
+        return self.per_unit[path] * o
+
+    def predict(self, widths) -> float:
+        now = dict(self.current, **widths)
+        return sum(self.layer_latency(p, *now[p]) for p in now)
+
+    def groups(self) -> list[ChannelGroup]:
+        return [ChannelGroup(id=p, root=p, members=[(p, "out")], size=n, layers=[p],
+                             index_map={(p, "out"): [(u,) for u in range(n)]}) for p, n in self.size.items()]
+
+
+def _allocate_independent(need: float, most: float | None) -> tuple[dict, float]:
+    cm = _Independent()
+    chosen = allocate("ratio", cm.groups(), {p: np.ones(n) for p, n in cm.size.items()}, cm, need, most)
+    return chosen, Joint(cm).saving(chosen.values())
+
+
+def test_a_step_that_would_overshoot_the_window_is_set_aside_while_smaller_ones_can_cover():
+    chosen, saved = _allocate_independent(0.25, None)
+    assert set(chosen) == {"b"} and saved == pytest.approx(0.5)  # the cheapest covering step, far past the need
+    chosen, saved = _allocate_independent(0.25, 0.35)
+    assert "b" not in chosen and 0.25 <= saved + 1e-9 and saved <= 0.35 + 1e-9
+
+
+def test_when_nothing_lands_in_the_window_the_least_overshooting_covering_step_is_taken():
+    chosen, saved = _allocate_independent(0.45, 0.46)  # the small groups can save at most 0.3 in a round
+    assert set(chosen) == {"b"} and saved == pytest.approx(0.5)  # not the small steps and then b as well
