@@ -10,6 +10,7 @@ target and the cost model is corrected from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,25 @@ def measure_model(loaded, module, target, *, per_node: bool = False) -> dict[str
 
     report = profile(dataclasses.replace(loaded, module=module), target, per_node=per_node)
     return {"latency_ms": report.latency_ms, "samples_ms": report.samples_ms, "report": report}
+
+
+def deciding_reading(readings: list[dict[str, Any]], again: Callable[[], dict[str, Any]],
+                     deadline_ms: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decide a deadline on two readings of the model, in separate profiler processes, or three where the
+    two disagree; returns the deciding reading and all of them.
+
+    Each reading has its metric's "value" and "upper" bound. Within one process the bound is tight, but
+    processes differ: ResNet-56 at batch 32 read 12.9-14.2 ms p50 over six fresh processes on this
+    machine (3.3% coefficient of variation), so one reading each way is a coin toss near the deadline.
+    The deciding reading is the median by upper bound (of two that agree, the slower): since meeting
+    is monotone in the bound, it meets exactly when most readings do.
+    """
+    readings = list(readings)
+    while len(readings) < 2:
+        readings.append(again())
+    if len(readings) == 2 and (readings[0]["upper"] <= deadline_ms) != (readings[1]["upper"] <= deadline_ms):
+        readings.append(again())
+    return sorted(readings, key=lambda r: r["upper"])[len(readings) // 2], readings
 
 
 def aim_ms(deadline_ms: float, slack: float) -> float:

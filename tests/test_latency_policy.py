@@ -127,7 +127,7 @@ def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target
     real = prune_mod._confirm_done
     seen = []
 
-    def slow_once(s, model, v, states):
+    def slow_once(s, model, v, states, m):
         if v.value == "done" and not seen:  # the first confirmation reads 30% slower than the round did
             seen.append(True)
             measure = s.measure_latency
@@ -139,10 +139,10 @@ def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target
 
             monkeypatch.setattr(s, "measure_latency", slower)
             try:
-                return real(s, model, v, states)
+                return real(s, model, v, states, m)
             finally:
                 monkeypatch.setattr(s, "measure_latency", measure)
-        return real(s, model, v, states)
+        return real(s, model, v, states, m)
 
     monkeypatch.setattr(prune_mod, "_confirm_done", slow_once)
     r = prune(_cfg(fake_target, tmp_path / "lucky", 0.62 * DENSE_MS)).report
@@ -224,3 +224,41 @@ def test_a_cached_cost_model_measured_under_other_load_is_remeasured(fake_target
     r = prune(_cfg(fake_target, tmp_path / "busy", 0.6 * 3 * DENSE_MS)).report
     assert "re-measuring it" in capsys.readouterr().err
     assert r["cost_model"]["build"]["residual_cached"] is False
+
+
+def _readings(uppers):
+    it = iter(uppers)
+    calls = []
+
+    def again():
+        calls.append(1)
+        u = next(it)
+        return {"value": u - 0.01, "upper": u}
+
+    return again, calls
+
+
+@pytest.mark.parametrize(("first", "more", "met", "n"), [
+    (0.9, [0.95], True, 2),         # two readings agree: done on the slower of them
+    (1.2, [1.1], False, 2),
+    (0.9, [1.1, 0.95], True, 3),    # they disagree: a third decides
+    (0.9, [1.1, 1.05], False, 3),
+    (1.1, [0.9, 0.97], True, 3),
+])
+def test_the_deadline_is_decided_on_two_readings_or_three_when_they_disagree(first, more, met, n):
+    from edgeprune.latency import deciding_reading
+
+    again, calls = _readings(more)
+    deciding, readings = deciding_reading([{"value": first - 0.01, "upper": first}], again, 1.0)
+    assert len(readings) == n and len(calls) == n - 1
+    assert (deciding["upper"] <= 1.0) is met
+    assert sum(r["upper"] <= 1.0 for r in readings) * 2 > n if met else sum(r["upper"] > 1.0 for r in readings) * 2 > n
+
+
+def test_the_report_decides_the_deadline_on_the_deciding_reading(fake_target, tmp_path):
+    r = prune(_cfg(fake_target, tmp_path / "readings", 0.62 * DENSE_MS)).report
+    readings = r["final_readings"]
+    assert len(readings) in (2, 3)
+    met = [x["upper"] <= r["deadline_ms"] for x in readings]
+    assert r["deadline_met"] == (met.count(True) * 2 > len(met))
+    assert r["final_latency_ms"]["p50"] in [x["p50"] for x in readings]
