@@ -390,6 +390,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
             if record.get("latency_stats"):
                 planner.cost_model.calibrate(_round_p50(record),
                                              _modelled(planner.cost_model, record["widths"]))
+                planner.observe(record, _round_p50(record))
 
     round_id = state["last_round"]
     overshot: dict[str, int] = state.setdefault("overshot_plans", {})
@@ -544,6 +545,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
         # after a failed confirmation the slower, fresh reading is what the next round must close
         calibration = planner.cost_model.calibrate(_round_p50(record), _modelled(planner.cost_model, widths))
         record["prediction_error"] = calibration["error"]
+        record["measured_over_predicted_saving"] = planner.observe(record, _round_p50(record))
     s.run.write_round(round_id, model, manifest, record)
     if cfg.method != "aiap" and v == Verdict.OVERSHOOT:
         controller.stop("constraint broken")  # fixed-rate methods do not back off: the last good round wins

@@ -262,3 +262,44 @@ def test_the_report_decides_the_deadline_on_the_deciding_reading(fake_target, tm
     met = [x["upper"] <= r["deadline_ms"] for x in readings]
     assert r["deadline_met"] == (met.count(True) * 2 > len(met))
     assert r["final_latency_ms"]["p50"] in [x["p50"] for x in readings]
+
+
+def test_the_saving_ratio_is_measured_over_predicted_saving_of_recent_rounds():
+    from edgeprune.latency import LatencyPlanner
+
+    p = LatencyPlanner(cost_model=None, dense_ms=30.0, deadline_ms=15.0)
+    assert p.saving_ratio() == 1.0
+    # predicted 17.5 -> 15.8 (1.7 ms), measured 17.5 -> 13.4 (4.1 ms): the tables saw 41% of the saving
+    info = {"measured_before_ms": 17.5, "predicted_before_ms": 17.5, "predicted_latency_ms": 15.8}
+    assert p.observe(info, 13.4) == pytest.approx(4.1 / 1.7)
+    assert p.observe({**info, "predicted_latency_ms": 17.45}, 13.4) is None  # 0.05 ms: within the noise
+    assert p.observe(info, 20.0) == 0.5  # measured slower: bounded, not negative
+    p.observe(info, 15.8)  # as predicted
+    assert p.saving_ratio() == pytest.approx(1.0)  # median of 2.41, 0.5, 1.0
+
+
+def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch):
+    import edgeprune.latency as latency
+
+    seen = {}
+
+    def fake_allocate(name, groups, scores, cm, need, most):
+        seen.update(need=need, most=most)
+        return {}
+
+    class CM:
+        current: dict = {}
+        layers: dict = {}
+
+        def set_channels(self, widths):
+            pass
+
+        def predict(self, widths=None):
+            return 20.0
+
+    monkeypatch.setattr(latency, "allocate", fake_allocate)
+    p = latency.LatencyPlanner(cost_model=CM(), dense_ms=30.0, deadline_ms=15.0, saving_ratios=[2.0])
+    _, info = p.plan(1.0, [], {}, {}, measured_now=20.0)
+    aim = 15.0 * (1 - 0.05 / 2)
+    assert info["need_ms"] == pytest.approx(20.0 - aim) and info["saving_ratio"] == 2.0
+    assert seen["need"] == pytest.approx((20.0 - aim) / 2) and seen["most"] == pytest.approx((20.0 - 15.0 * 0.95) / 2)
