@@ -184,7 +184,7 @@ class Joint:
         return self.base - self.cost_model.predict(merge_widths(self.current, chosen)) if chosen else 0.0
 
 
-Allocator = Callable[[dict[str, list[Candidate]], float, Joint, float | None], dict[str, Candidate]]
+Allocator = Callable[[dict[str, list[Candidate]], float, Joint, float | None, float | None], dict[str, Candidate]]
 ALLOCATORS: dict[str, Allocator] = {}
 
 
@@ -198,7 +198,7 @@ def register_allocator(name: str) -> Callable[[Allocator], Allocator]:
 
 @register_allocator("ratio")
 def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: Joint,
-                   max_ms: float | None = None) -> dict[str, Candidate]:
+                   max_ms: float | None = None, below_ms: float | None = None) -> dict[str, Candidate]:
     """Greedy: deepen the group whose next step saves the most ms per importance lost; once that step (or a
     step no costlier) would cover what is still needed, take the covering step that loses the least
     importance (the least pruning that meets the step, so the round does not overshoot by a whole layer).
@@ -207,7 +207,10 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
     With `max_ms` (the most the round may save before it lands under the slack window), steps that would
     pass it are set aside while smaller ones can still do the job; only when none can is the step that
     passes it least taken (ResNet-56 at batch 32: one 16-channel block of a residual stream saves 3.5 ms,
-    three times the window, where a few inner blocks would land in it)."""
+    three times the window, where a few inner blocks would land in it).
+
+    `below_ms` is a hard limit (a removal that large overshot already): no step passes it, even when the
+    need then goes uncovered; the round lands short and the next one goes on from it."""
     chosen: dict[str, Candidate] = {}
     saved = 0.0
     while saved < need_ms:
@@ -219,7 +222,7 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
             deeper = [c for c in opts if now is None or len(c.units) > len(now.units)]
             for n, c in enumerate(deeper):
                 d_save = joint.saving([*others, c]) - saved
-                if d_save > 0:
+                if d_save > 0 and (below_ms is None or saved + d_save < below_ms):
                     steps.append((c, d_save, c.importance - (now.importance if now else 0.0), n == 0))
         within = [st for st in steps if max_ms is None or saved + st[1] <= max_ms]
         covering_over = [st for st in steps if st[1] >= remaining]
@@ -245,7 +248,8 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
         chosen[best.group] = best
     if max_ms is not None and saved > max_ms:
         # Overshooting anyway: one covering step alone may overshoot less than the small steps plus one.
-        single = [c for opts in options.values() for c in opts if joint.saving([c]) >= need_ms]
+        single = [c for opts in options.values() for c in opts
+                  if joint.saving([c]) >= need_ms and (below_ms is None or joint.saving([c]) < below_ms)]
         alone = min(single, key=lambda c: (joint.saving([c]), c.importance), default=None)
         if alone is not None and joint.saving([alone]) < saved:
             return {alone.group: alone}
@@ -254,10 +258,12 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
 
 @register_allocator("knapsack")
 def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, joint: Joint,
-                      max_ms: float | None = None, bins: int = 400) -> dict[str, Candidate]:
+                      max_ms: float | None = None, below_ms: float | None = None,
+                      bins: int = 400) -> dict[str, Candidate]:
     """Least importance lost with total predicted saving >= need (savings discretised to need/bins). The
     program adds the groups' savings; where their joint saving falls short of the need, the cheapest further
-    steps are added greedily, each priced jointly. (`max_ms` is not used: the program has no upper bound.)"""
+    steps are added greedily, each priced jointly. (`max_ms` and `below_ms` are not used: the program has
+    no upper bound.)"""
     if need_ms <= 0:
         return {}
     unit = need_ms / bins
@@ -321,8 +327,9 @@ def _top_up(chosen: dict[str, Candidate], options: dict[str, list[Candidate]], n
 
 
 def allocate(name: str, groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model,
-             need_ms: float, max_ms: float | None = None) -> dict[str, Candidate]:
-    """The removals for a round that must save `need_ms` (and, where the allocator can, at most `max_ms`)."""
+             need_ms: float, max_ms: float | None = None, below_ms: float | None = None) -> dict[str, Candidate]:
+    """The removals for a round that must save `need_ms` (and, where the allocator can, at most `max_ms`;
+    with the ratio allocator never `below_ms` or more)."""
     if name not in ALLOCATORS:
         raise EdgepruneError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms, Joint(cost_model), max_ms)
+    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms, Joint(cost_model), max_ms, below_ms)

@@ -136,13 +136,14 @@ class LatencyPlanner:
 
     def plan(self, threshold: float, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
              widths_now: dict[str, tuple[int, int]], measured_now: float | None = None,
-             ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+             below_ms: float | None = None) -> tuple[dict[str, list[int]], dict[str, Any]]:
         """The units to remove this round, and what the cost model expects of them.
 
         `measured_now`, the starting model's own measurement, anchors how much must go: the calibrated
         model's prediction of it can disagree (its correction is a median over rounds, so that one odd
         reading cannot swing it), and the deadline is decided on measurements. The cost model still says
-        which removals save what."""
+        which removals save what. `below_ms`: the plan must be predicted to save less than this (a removal
+        that large already overshot from this model)."""
         from .pruning import normalise_per_layer
 
         cm = self.cost_model
@@ -154,12 +155,13 @@ class LatencyPlanner:
         # the most this round may save: down to the bottom of the slack window, under which it overshoots
         most = max(need, now - self.deadline_ms * (1 - self.slack))
         ratio = self.saving_ratio()  # the tables' savings, in measured ms
-        chosen = (allocate(self.allocator, groups, normalise_per_layer(scores), cm, need / ratio, most / ratio)
-                  if need > 0 else {})
+        chosen = (allocate(self.allocator, groups, normalise_per_layer(scores), cm, need / ratio, most / ratio,
+                           below_ms) if need > 0 else {})
         merged = merge_widths(cm.current, chosen.values())
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
             "target_ms": target, "need_ms": need, "max_saving_ms": most, "saving_ratio": ratio,
+            "below_ms": below_ms,
             "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
             "predicted_latency_ms": predicted_after,
             "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,

@@ -218,3 +218,10 @@ def test_a_step_that_would_overshoot_the_window_is_set_aside_while_smaller_ones_
 def test_when_nothing_lands_in_the_window_the_least_overshooting_covering_step_is_taken():
     chosen, saved = _allocate_independent(0.45, 0.46)  # the small groups can save at most 0.3 in a round
     assert set(chosen) == {"b"} and saved == pytest.approx(0.5)  # not the small steps and then b as well
+
+
+def test_a_removal_as_large_as_one_that_overshot_is_never_taken_again():
+    cm = _Independent()
+    chosen = allocate("ratio", cm.groups(), {p: np.ones(n) for p, n in cm.size.items()}, cm, 0.45, 0.46, 0.5)
+    assert "b" not in chosen  # it saves 0.5: what overshot before
+    assert Joint(cm).saving(chosen.values()) < 0.45  # the need goes uncovered; the round lands short

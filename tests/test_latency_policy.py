@@ -149,7 +149,7 @@ def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target
     missed = [rd for rd in r["rounds"] if rd.get("confirmation") and not rd["confirmation"]["met"]]
     assert len(missed) == 1 and missed[0]["verdict"] == "good"  # not done: the loop did not stop there
     later = [rd for rd in r["rounds"] if rd["round"] > missed[0]["round"]]
-    assert any((rd.get("confirmation") or {}).get("met") for rd in later)
+    assert later and later[0]["base_round"] == missed[0]["round"]  # pruning went on from it
     assert r["best_round"] != missed[0]["round"]
     assert r["deadline_met"]
 
@@ -283,7 +283,7 @@ def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch
 
     seen = {}
 
-    def fake_allocate(name, groups, scores, cm, need, most):
+    def fake_allocate(name, groups, scores, cm, need, most, below=None):
         seen.update(need=need, most=most)
         return {}
 
@@ -303,3 +303,17 @@ def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch
     aim = 15.0 * (1 - 0.05 / 2)
     assert info["need_ms"] == pytest.approx(20.0 - aim) and info["saving_ratio"] == 2.0
     assert seen["need"] == pytest.approx((20.0 - aim) / 2) and seen["most"] == pytest.approx((20.0 - 15.0 * 0.95) / 2)
+
+
+def test_a_retry_after_an_overshoot_must_save_less_than_what_overshot_from_the_same_model():
+    from edgeprune.prune import _overshot_saving
+
+    history = [
+        {"round": 2, "base_round": 1, "verdict": "good", "predicted_before_ms": 17.0, "predicted_latency_ms": 15.0},
+        {"round": 3, "base_round": 2, "verdict": "overshoot", "predicted_before_ms": 15.0, "predicted_latency_ms": 14.0},
+        {"round": 4, "base_round": 2, "verdict": "overshoot", "predicted_before_ms": 15.0, "predicted_latency_ms": 14.5},
+        {"round": 5, "base_round": 1, "verdict": "overshoot", "predicted_before_ms": 17.0, "predicted_latency_ms": 12.0},
+    ]
+    assert _overshot_saving(history, 2) == pytest.approx(0.5)
+    assert _overshot_saving(history, 1) == pytest.approx(5.0)
+    assert _overshot_saving(history, None) is None
