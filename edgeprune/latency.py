@@ -161,7 +161,7 @@ class LatencyPlanner:
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
             "target_ms": target, "need_ms": need, "max_saving_ms": most, "saving_ratio": ratio,
-            "below_ms": below_ms,
+            "below_ms": below_ms, "scale": cm.scale,
             "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
             "predicted_latency_ms": predicted_after,
             "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,

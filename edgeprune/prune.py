@@ -411,14 +411,16 @@ def _start_latency(state: dict, history: list[dict], base: int | None) -> float 
     return _round_p50(record) if record is not None and record.get("latency_stats") else None
 
 
-def _overshot_saving(history: list[dict], base: int | None) -> float | None:
-    """The least predicted saving of the rounds that overshot from this same start model, if any.
+def _overshot_saving(history: list[dict], base: int | None, scale_now: float = 1.0) -> float | None:
+    """The least predicted saving of the rounds that overshot from this same start model, if any, in the
+    cost model's calibration now (`scale_now`; each round recorded the scale it predicted under).
 
     A retry after an overshoot must remove less than what overshot. Halving AIAP's threshold does not
     say so once it is past 1 (every such round aims at the same line), and the retry picked the same
     channels again: three retries of ResNet-56 at batch 32 each counted as one more overshoot and the
     round cap ended the run 22% under the deadline."""
-    savings = [r["predicted_before_ms"] - r["predicted_latency_ms"] for r in history
+    savings = [(r["predicted_before_ms"] - r["predicted_latency_ms"]) * scale_now / (r.get("scale") or scale_now)
+               for r in history
                if r.get("base_round") == base and r.get("verdict") == "overshoot"
                and r.get("predicted_before_ms") is not None and r.get("predicted_latency_ms") is not None]
     return min(savings) if savings else None
@@ -503,7 +505,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     if planner is not None:
         plan, plan_info = planner.plan(tried, groups, scores, layer_widths(model),
                                        measured_now=_start_latency(state, history, base),
-                                       below_ms=_overshot_saving(history, base))
+                                       below_ms=_overshot_saving(history, base, planner.cost_model.scale))
     else:
         ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
         plan = select(cfg.method, groups, scores, ctx)

@@ -290,6 +290,7 @@ def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch
     class CM:
         current: dict = {}
         layers: dict = {}
+        scale = 1.0
 
         def set_channels(self, widths):
             pass
@@ -317,3 +318,6 @@ def test_a_retry_after_an_overshoot_must_save_less_than_what_overshot_from_the_s
     assert _overshot_saving(history, 2) == pytest.approx(0.5)
     assert _overshot_saving(history, 1) == pytest.approx(5.0)
     assert _overshot_saving(history, None) is None
+    # predicted under another calibration: the same removal, rescaled to the cost model's scale now
+    history[2]["scale"] = 2.0
+    assert _overshot_saving(history, 2, scale_now=1.0) == pytest.approx(0.25)

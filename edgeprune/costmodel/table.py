@@ -334,6 +334,12 @@ class CostModel:
         """ms of end-to-end time per ms of table time, calibration included."""
         return self.factor * self._gain()
 
+    @property
+    def scale(self) -> float:
+        """ms of end-to-end time per ms of table time now: every predicted saving is proportional to it, so
+        savings predicted under different calibrations compare after dividing by their scale."""
+        return self._scale()
+
     def layer_latency(self, module_path: str, out_channels: int | None = None, in_channels: int | None = None) -> float:
         """Predicted ms of one layer at these widths (default: its current ones), calibration included."""
         o, i = self._widths(module_path, out_channels, in_channels)
