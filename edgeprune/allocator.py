@@ -172,16 +172,30 @@ def merge_widths(current: Mapping[str, tuple[int, int]], chosen: Iterable[Candid
 
 
 class Joint:
-    """The whole model's predicted saving of a set of removals taken together."""
+    """The whole model's predicted saving of a set of removals taken together.
+
+    A `proxy` candidate's saving is an estimate the tables cannot give (they read its layers as flat or
+    slower), so the table's own reading of it alone is replaced by the estimate; what the tables say about
+    the layers it shares with other removals still counts."""
 
     def __init__(self, cost_model):
         self.cost_model = cost_model
         self.current = dict(cost_model.current)
         self.base = cost_model.predict(self.current)
+        self._alone: dict[tuple[str, tuple[int, ...]], float] = {}
+
+    def _table_alone(self, c: Candidate) -> float:
+        key = (c.group, c.units)
+        if key not in self._alone:
+            self._alone[key] = self.base - self.cost_model.predict(c.widths)
+        return self._alone[key]
 
     def saving(self, chosen: Iterable[Candidate]) -> float:
         chosen = list(chosen)
-        return self.base - self.cost_model.predict(merge_widths(self.current, chosen)) if chosen else 0.0
+        if not chosen:
+            return 0.0
+        table = self.base - self.cost_model.predict(merge_widths(self.current, chosen))
+        return table + sum(c.saving_ms - self._table_alone(c) for c in chosen if c.proxy)
 
 
 Allocator = Callable[[dict[str, list[Candidate]], float, Joint, float | None, float | None], dict[str, Candidate]]

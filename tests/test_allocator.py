@@ -225,3 +225,13 @@ def test_a_removal_as_large_as_one_that_overshot_is_never_taken_again():
     chosen = allocate("ratio", cm.groups(), {p: np.ones(n) for p, n in cm.size.items()}, cm, 0.45, 0.46, 0.5)
     assert "b" not in chosen  # it saves 0.5: what overshot before
     assert Joint(cm).saving(chosen.values()) < 0.45  # the need goes uncovered; the round lands short
+
+
+def test_a_proxy_removal_is_priced_by_its_estimate_not_by_the_flat_table():
+    # 20 us layer, flat table row: the tables cannot resolve it, the proxy estimates a saving
+    cm = _Table(0.0, layer_ms=0.02)
+    opts = candidates([_group()], {"conv": np.arange(8, dtype=float)}, cm)["conv"]
+    assert opts and all(c.proxy for c in opts)
+    chosen = allocate("ratio", [_group()], {"conv": np.arange(8, dtype=float)}, cm, 0.005)
+    assert chosen, "a proxy step must be selectable: the table's flat reading is not its saving"
+    assert Joint(cm).saving(chosen.values()) == pytest.approx(chosen["conv"].saving_ms)
