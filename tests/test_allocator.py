@@ -235,3 +235,13 @@ def test_a_proxy_removal_is_priced_by_its_estimate_not_by_the_flat_table():
     chosen = allocate("ratio", [_group()], {"conv": np.arange(8, dtype=float)}, cm, 0.005)
     assert chosen, "a proxy step must be selectable: the table's flat reading is not its saving"
     assert Joint(cm).saving(chosen.values()) == pytest.approx(chosen["conv"].saving_ms)
+
+
+def test_a_group_whose_first_saving_step_lies_past_half_gets_that_step_alone():
+    class OnlyAtOne(_Table):
+        def predict(self, widths) -> float:  # slower at every width but 1, as a 16-blocked output at batch 32
+            out = dict(self.current, **widths)["conv"][0]
+            return 0.5 if out == 1 else (1.0 if out == 8 else 1.1)
+
+    opts = candidates([_group()], {"conv": np.arange(8, dtype=float)}, OnlyAtOne(0.0, measured=(1, 2, 4, 8)))["conv"]
+    assert [(len(c.units), c.proxy) for c in opts] == [(7, False)]
