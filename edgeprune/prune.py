@@ -635,13 +635,6 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
     return min(tried, key=lambda t: t["fresh_upper_ms"])["round"], tried
 
 
-def _measure_artifact(s: PruneSession, artifact: Path) -> dict[str, Any]:
-    """The deployable artifact itself measured once more on the target (a fresh profiler process)."""
-    from .export import measure_artifact
-
-    return measure_artifact(s.target, artifact, "", s.loaded.input_shape, False)
-
-
 def _final_latency(s: PruneSession, model, exported, dense: dict, planner, history: list[dict]) -> dict:
     """The deployable artifact measured afresh on the target, per layer too; the deadline decided on it, over
     two readings (three where they disagree: `deciding_reading`)."""
@@ -655,8 +648,11 @@ def _final_latency(s: PruneSession, model, exported, dense: dict, planner, histo
         value, upper = metric_value(measured["latency_ms"], measured["samples_ms"], s.metric, s.cfg.confidence)
         return {"value": value, "upper": upper, "latency_ms": measured["latency_ms"]}
 
-    deciding, readings = deciding_reading([reading(lat)], lambda: reading(_measure_artifact(s, exported.artifact)),
-                                          s.cfg.latency_ms)
+    def again() -> dict[str, Any]:  # the same model, exported and measured as every round is
+        m = s.measure_latency(model)
+        return {"value": m["value"], "upper": m["upper"], "latency_ms": m["latency_ms"]}
+
+    deciding, readings = deciding_reading([reading(lat)], again, s.cfg.latency_ms)
     value, upper = deciding["value"], deciding["upper"]
     per_layer = s.measure_latency(model, per_node=True)
     errors = [r["prediction_error"] for r in history if r.get("prediction_error") is not None]
