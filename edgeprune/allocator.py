@@ -58,10 +58,10 @@ def _widths_after(g: ChannelGroup, removed: set[int], current: Mapping[str, tupl
 
 def max_units(size: int) -> int:
     """The most units one round may take from a group of `size` (unless its first saving step lies further):
-    half of them (at least one). Pruning is
-    gradual, as in AIAP: fine-tuning recovers and importance is measured again before a group is halved
-    again, and one round cannot cut a residual stream that every block of its stage reads to a single
-    channel (at batch 32 the tables showed that as the largest saving on offer)."""
+    half of them (at least one). Pruning is gradual, as in AIAP: fine-tuning recovers and importance is
+    measured again before a group is halved again, and one round cannot cut a residual stream that every
+    block of its stage reads to a single channel (at batch 32 the tables showed that as the largest saving
+    on offer)."""
     return max(1, int(size * MAX_ROUND_SHARE))
 
 
@@ -267,11 +267,11 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
         chosen[best.group] = best
     if max_ms is not None and saved > max_ms:
         # Overshooting anyway: one covering step alone may overshoot less than the small steps plus one.
-        single = [c for opts in options.values() for c in opts
-                  if joint.saving([c]) >= need_ms and (below_ms is None or joint.saving([c]) < below_ms)]
-        alone = min(single, key=lambda c: (joint.saving([c]), c.importance), default=None)
-        if alone is not None and joint.saving([alone]) < saved:
-            return {alone.group: alone}
+        single = [(joint.saving([c]), c.importance, c) for opts in options.values() for c in opts]
+        single = [t for t in single if t[0] >= need_ms and (below_ms is None or t[0] < below_ms)]
+        alone = min(single, key=lambda t: t[:2], default=None)
+        if alone is not None and alone[0] < saved:
+            return {alone[2].group: alone[2]}
     return chosen
 
 

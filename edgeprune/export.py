@@ -377,7 +377,7 @@ def _accuracy(config: ExportConfig, loaded: LoadedModel, session: Any) -> dict[s
             "torch": acc_torch, "artifact": acc_artifact, "delta": acc_artifact - acc_torch}
 
 
-def measure_artifact(target: TargetSpec, artifact: Path, input_name: str, input_shape: tuple[int, ...],
+def _measure(target: TargetSpec, artifact: Path, input_name: str, input_shape: tuple[int, ...],
              dynamic: bool) -> dict[str, Any]:
     from .runners import open_runner
 
@@ -489,7 +489,7 @@ def export_model(loaded: LoadedModel, target: TargetSpec, config: ExportConfig, 
         latency: dict[str, Any] | None = None
         if config.measure:
             say(f"measuring latency on target {target.name} ...")
-            latency = measure_artifact(target, built.path, ctx.input_name, loaded.input_shape, config.dynamic_batch)
+            latency = _measure(target, built.path, ctx.input_name, loaded.input_shape, config.dynamic_batch)
         else:
             latency = {"measured": False, "reason": "--no-measure"}
 

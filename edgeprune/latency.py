@@ -80,6 +80,11 @@ def deciding_reading(readings: list[dict[str, Any]], again: Callable[[], dict[st
     return sorted(readings, key=lambda r: r["upper"])[len(readings) // 2], readings
 
 
+def summarise_readings(readings: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """What the report keeps of each reading: the metric, its upper bound and the p50."""
+    return [{"value": r["value"], "upper": r["upper"], "p50": r["latency_ms"]["p50"]} for r in readings]
+
+
 def aim_ms(deadline_ms: float, slack: float) -> float:
     """Where the loop aims, and the line a delivered model should clear: half the slack window under the
     deadline."""

@@ -459,7 +459,7 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     saving. A round that is not done stays a good round, and pruning continues from it, anchored on the
     median reading.
     """
-    from .latency import deciding_reading
+    from .latency import deciding_reading, summarise_readings
 
     if v != Verdict.DONE or states.get("latency") not in ("met", "over"):
         return None
@@ -467,7 +467,7 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     deciding, readings = deciding_reading([first], lambda: s.measure_latency(model), s.cfg.latency_ms)
     fresh = {"fresh_ms": deciding["value"], "fresh_upper_ms": deciding["upper"],
              "fresh_p50_ms": deciding["latency_ms"]["p50"], "met": deciding["upper"] <= s.cfg.latency_ms,
-             "readings": [{"value": r["value"], "upper": r["upper"], "p50": r["latency_ms"]["p50"]} for r in readings]}
+             "readings": summarise_readings(readings)}
     if not fresh["met"]:
         log(f"the deadline looked met, but fresh measurements read {s.metric} "
             + ", ".join(f"{r['value']:.3f}" for r in readings[1:])
@@ -638,7 +638,7 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
 def _final_latency(s: PruneSession, model, exported, dense: dict, planner, history: list[dict]) -> dict:
     """The deployable artifact measured afresh on the target, per layer too; the deadline decided on it, over
     two readings (three where they disagree: `deciding_reading`)."""
-    from .latency import deciding_reading, metric_value
+    from .latency import deciding_reading, metric_value, summarise_readings
 
     lat = exported.latency or {}
     if not lat.get("samples_ms"):
@@ -648,11 +648,8 @@ def _final_latency(s: PruneSession, model, exported, dense: dict, planner, histo
         value, upper = metric_value(measured["latency_ms"], measured["samples_ms"], s.metric, s.cfg.confidence)
         return {"value": value, "upper": upper, "latency_ms": measured["latency_ms"]}
 
-    def again() -> dict[str, Any]:  # the same model, exported and measured as every round is
-        m = s.measure_latency(model)
-        return {"value": m["value"], "upper": m["upper"], "latency_ms": m["latency_ms"]}
-
-    deciding, readings = deciding_reading([reading(lat)], again, s.cfg.latency_ms)
+    # the second and third readings export and measure the same model as every round is measured
+    deciding, readings = deciding_reading([reading(lat)], lambda: s.measure_latency(model), s.cfg.latency_ms)
     value, upper = deciding["value"], deciding["upper"]
     per_layer = s.measure_latency(model, per_node=True)
     errors = [r["prediction_error"] for r in history if r.get("prediction_error") is not None]
@@ -667,7 +664,7 @@ def _final_latency(s: PruneSession, model, exported, dense: dict, planner, histo
         "confidence": s.cfg.confidence,
         "deadline_met": upper <= s.cfg.latency_ms,
         "final_latency_ms": {k: deciding["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std", "n")},
-        "final_readings": [{"value": r["value"], "upper": r["upper"], "p50": r["latency_ms"]["p50"]} for r in readings],
+        "final_readings": summarise_readings(readings),
         "final_metric_ms": value,
         "final_metric_upper_ms": upper,
         "slack": (s.cfg.latency_ms - value) / s.cfg.latency_ms,
