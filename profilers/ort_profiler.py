@@ -88,6 +88,24 @@ def _ort():
     return onnxruntime
 
 
+# Intra-op threads of the process-wide pool every session of this process shares, once set up (A/B mode).
+_shared_pool_threads: int | None = None
+
+
+def share_thread_pool(threads: int) -> None:
+    """Make every later session of this process run on one shared intra-op pool of `threads` threads.
+
+    For A/B mode. With a pool per session, the idle model's workers keep spinning while the other model
+    runs and compete with it for the cores: on this 2-core machine one of two identical models read
+    8-32% slower for the whole life of a process, whichever ran first in each pair. onnxruntime accepts a
+    global pool only before the process's first session and refuses per-session pools after it, so only
+    the profiler's own command-line process calls this (`main` with `--ab`), first thing.
+    """
+    global _shared_pool_threads
+    _ort().set_global_thread_pool_sizes(threads, 1)
+    _shared_pool_threads = threads
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] if text else type(exc).__name__
@@ -103,8 +121,14 @@ def _session(
 ):
     ort = _ort()
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    if _shared_pool_threads is not None:
+        if threads != _shared_pool_threads:
+            raise ProfilerError(f"this process's sessions share a pool of {_shared_pool_threads} threads "
+                                f"(share_thread_pool); {threads} were asked for: use a new process")
+        so.use_per_session_threads = False  # the pool's size was set for the process (share_thread_pool)
+    else:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
     so.log_severity_level = 3  # errors only: failures reach the user as one ProfilerError line
@@ -541,7 +565,13 @@ def profile_onnx_ab(
         threads_requested=threads, execution_provider=execution_provider,
         graph_optimization_level=graph_optimization_level, precision=precision, seed=seed,
     )
-    settings.update(mode="ab", timing=settings["timing"] + "; two sessions in one process, alternating per pair")
+    shared = _shared_pool_threads == resolved_threads
+    settings.update(
+        mode="ab", timing=settings["timing"] + "; two sessions in one process, alternating per pair",
+        # per-session pools compete for the cores and can make one of two identical models read slower
+        thread_pool="shared by both sessions" if shared else "one per session (the process had sessions "
+        "before A/B mode; the idle session's spinning workers can bias one model)",
+    )
     return {
         **_profile_head(file_info, inputs, outputs, settings,
                         _conditions(resolved_threads, precision, execution_provider, list(sess.get_providers()),
@@ -631,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def produce() -> dict[str, Any]:
         shapes = parse_shape_args(args.shape)
         if args.ab is not None:
+            share_thread_pool(args.threads or physical_cores())
             return profile_onnx_ab(args.model, args.ab, input_shapes=shapes,
                                    other_input_shapes=parse_shape_args(args.ab_shape), **measure)
         if args.ab_shape:

@@ -105,6 +105,25 @@ def test_ab_profile_json_shape(ab_profile, models):
     json.dumps(ab_profile, allow_nan=False)
 
 
+def test_ab_cli_shares_one_thread_pool_so_a_model_reads_like_itself(models, tmp_path):
+    # With a pool per session, the idle session's spinning workers competed with the running one: on 2
+    # cores the same model against itself read 0.88-1.44 in 12 fresh processes (2026-11-22); with one
+    # shared pool 0.97-1.02. A ratio in one process, not an absolute time.
+    out = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, "-m", "edgeprune.profilers.ort_profiler", str(models["fast"]), "--out",
+                           str(out), "--ab", str(models["fast"]), "--threads", "2", "--warmup", "5",
+                           "--iterations", "200", "--min-time", "0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["settings"]["thread_pool"] == "shared by both sessions" and data["settings"]["threads"] == 2
+    ratio = float(np.median(data["samples_ms"]) / np.median(data["ab"]["other"]["samples_ms"]))
+    assert 0.85 < ratio < 1.15, ratio
+
+
+def test_in_process_ab_says_its_pools_are_per_session(ab_profile):
+    assert ab_profile["settings"]["thread_pool"].startswith("one per session")
+
+
 def test_ab_cli_with_shapes_and_errors(models, tmp_path):
     out = tmp_path / "ab.json"
     cmd = [sys.executable, "-m", "edgeprune.profilers.ort_profiler", str(models["fast"]), "--out", str(out),
