@@ -14,6 +14,13 @@ and outputs to the stream's group, and the two removals together save less than 
 (a conv's time goes with out x in). So the ratio allocator prices every step by the whole model's predicted
 saving with everything already chosen (`Joint`), and the knapsack, whose dynamic program needs additive
 savings, is corrected afterwards by the same joint prediction.
+
+Groups can also share one dimension of a layer: in CIFAR ResNets with zero-padded shortcuts a stage's
+residual stream is the previous stage's stream plus padded channels, so three groups split the output
+width of every stage-3 conv. Alone, each of them moves that width off the kernels' blocking and saves
+little or nothing; together, by the same share, they land it on the blocking. Such groups form a bundle:
+their options are each member's alone and joint removals of the same share of every member, and a round
+takes at most one option per bundle.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ PLATEAU_MS = 1e-4  # predicted savings within this of zero are a plateau, not a 
 # table row is a measurement; shorter layers' rows are too coarse to rule a saving out.
 RESOLVED_MS = 0.05
 MAX_ROUND_SHARE = 0.5  # of a group's units, per round
+BUNDLE_SHARES = (0.125, 0.25, 0.375, 0.5)  # joint options of a bundle: this share of every member's units
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,16 @@ class Candidate:
     importance: float  # summed normalised scores of the removed units
     widths: dict[str, tuple[int, int]]  # layer path -> (out, in) after this removal
     proxy: bool = False  # saving estimated in proportion to the channels removed, not read from the table
+    parts: tuple[tuple[str, tuple[int, ...]], ...] = ()  # a bundle's removal: (group id, units) per member
+
+    @property
+    def removals(self) -> dict[str, tuple[int, ...]]:
+        """Units removed, per group id."""
+        return dict(self.parts) if self.parts else {self.group: self.units}
+
+    @property
+    def removed(self) -> int:
+        return sum(len(u) for u in self.removals.values())
 
 
 def _widths_after(g: ChannelGroup, removed: set[int], current: Mapping[str, tuple[int, int]]) -> dict:
@@ -127,7 +145,74 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
         if not options and (not resolved or not (slower or _measured_below(g, current, cost_model))):
             options = _proxy_options(g, s, order, current, cost_model)
         found[g.id] = options
+    for members in shared_dimension_bundles(groups, current):
+        key = "+".join(g.id for g in members)
+        opts = [c for g in members for c in found.pop(g.id, [])]
+        opts += _bundle_options(key, members, scores, current, cost_model, base)
+        if opts:
+            found[key] = sorted(opts, key=lambda c: c.removed)
     return found
+
+
+def shared_dimension_bundles(groups: list[ChannelGroup], current: Mapping[str, tuple[int, int]]
+                             ) -> list[list[ChannelGroup]]:
+    """Sets of two or more groups that split one dimension (a layer's outputs, or its inputs) of a
+    cost-modelled layer between them, joined transitively."""
+    parent = {g.id: g.id for g in groups}
+
+    def root(gid: str) -> str:
+        while parent[gid] != gid:
+            parent[gid] = parent[parent[gid]]
+            gid = parent[gid]
+        return gid
+
+    owner: dict[tuple[str, str], str] = {}
+    for g in groups:
+        if g.size <= 1:
+            continue
+        for path, role in g.index_map:
+            if path not in current:
+                continue
+            other = owner.setdefault((path, role), g.id)
+            parent[root(g.id)] = root(other)
+    by_root: dict[str, list[ChannelGroup]] = {}
+    for g in groups:
+        if g.size > 1 and any(p in current for p, _ in g.index_map):
+            by_root.setdefault(root(g.id), []).append(g)
+    return [m for m in by_root.values() if len(m) > 1]
+
+
+def _bundle_options(key: str, members: list[ChannelGroup], scores: Mapping[str, np.ndarray],
+                    current: Mapping[str, tuple[int, int]], cost_model, base: float) -> list[Candidate]:
+    """Joint removals of the same share of every member's lowest-scored units (at most half of each),
+    where that share reaches a new, lower step of the whole model's predicted time."""
+    orders = {g.id: [int(u) for u in np.argsort(np.asarray(scores[g.id], dtype=np.float64), kind="stable")]
+              for g in members}
+    touched = {p for g in members for (p, _role) in g.index_map if p in current}
+    step_tol = max(PLATEAU_MS, EDGE_TOL * max(cost_model.layer_latency(p, *current[p]) for p in touched))
+    options: list[Candidate] = []
+    best, seen = 0.0, set()
+    for share in BUNDLE_SHARES:
+        counts = tuple(min(max_units(g.size), max(1, round(share * g.size))) for g in members)
+        if counts in seen:
+            continue
+        seen.add(counts)
+        now = dict(current)
+        widths: dict[str, tuple[int, int]] = {}
+        for g, k in zip(members, counts, strict=True):
+            after = _widths_after(g, set(orders[g.id][:k]), now)
+            now.update(after)
+            widths.update(after)
+        if any(min(w) < 1 for w in widths.values()):
+            continue
+        saving = base - cost_model.predict(widths)
+        if saving > best + step_tol:
+            parts = tuple((g.id, tuple(sorted(orders[g.id][:k]))) for g, k in zip(members, counts, strict=True))
+            lost = sum(importance_lost(np.asarray(scores[g.id], dtype=np.float64), orders[g.id], k)
+                       for g, k in zip(members, counts, strict=True))
+            options.append(Candidate(key, (), saving, lost, widths, parts=parts))
+            best = saving
+    return options
 
 
 def _measured_below(g: ChannelGroup, current: Mapping[str, tuple[int, int]], cost_model) -> bool:
@@ -187,10 +272,10 @@ class Joint:
         self.cost_model = cost_model
         self.current = dict(cost_model.current)
         self.base = cost_model.predict(self.current)
-        self._alone: dict[tuple[str, tuple[int, ...]], float] = {}
+        self._alone: dict[tuple, float] = {}
 
     def _table_alone(self, c: Candidate) -> float:
-        key = (c.group, c.units)
+        key = (c.group, c.units, c.parts)
         if key not in self._alone:
             self._alone[key] = self.base - self.cost_model.predict(c.widths)
         return self._alone[key]
@@ -234,21 +319,21 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
     saved = 0.0
     while saved < need_ms:
         remaining = need_ms - saved
-        steps = []  # (candidate, saving added, importance added, is the group's next step)
+        steps = []  # (candidate, saving added, importance added, is the group's next step, option key)
         for gid, opts in options.items():
             now = chosen.get(gid)
             others = [c for g, c in chosen.items() if g != gid]
-            deeper = [c for c in opts if now is None or len(c.units) > len(now.units)]
+            deeper = [c for c in opts if now is None or c.removed > now.removed]
             for n, c in enumerate(deeper):
                 d_save = joint.saving([*others, c]) - saved
                 if d_save > 0 and (below_ms is None or saved + d_save < below_ms):
-                    steps.append((c, d_save, c.importance - (now.importance if now else 0.0), n == 0))
+                    steps.append((c, d_save, c.importance - (now.importance if now else 0.0), n == 0, gid))
         within = [st for st in steps if max_ms is None or saved + st[1] <= max_ms]
         covering_over = [st for st in steps if st[1] >= remaining]
         if not within and covering_over:  # nothing small enough is left: overshoot as little as possible
-            best, d_save = min(covering_over, key=lambda st: st[1])[:2]
-            chosen[best.group] = best
-            saved += d_save
+            top = min(covering_over, key=lambda st: st[1])
+            chosen[top[4]] = top[0]
+            saved += top[1]
             break
         steps = within or steps
         if not steps:
@@ -259,19 +344,16 @@ def allocate_ratio(options: dict[str, list[Candidate]], need_ms: float, joint: J
         # End on a covering step when the greedy one would cover too, or when covering costs no more than
         # the greedy step: an expensive covering step (a group cut to its last units) must not end the
         # round while cheaper steps elsewhere can still share the need.
-        if cheapest is not None and (greedy[1] >= remaining or cheapest[2] <= greedy[2]):
-            best, d_save = cheapest[:2]
-        else:
-            best, d_save = greedy[:2]
-        saved += d_save
-        chosen[best.group] = best
+        pick = cheapest if cheapest is not None and (greedy[1] >= remaining or cheapest[2] <= greedy[2]) else greedy
+        saved += pick[1]
+        chosen[pick[4]] = pick[0]
     if max_ms is not None and saved > max_ms:
         # Overshooting anyway: one covering step alone may overshoot less than the small steps plus one.
-        single = [(joint.saving([c]), c.importance, c) for opts in options.values() for c in opts]
+        single = [(joint.saving([c]), c.importance, gid, c) for gid, opts in options.items() for c in opts]
         single = [t for t in single if t[0] >= need_ms and (below_ms is None or t[0] < below_ms)]
         alone = min(single, key=lambda t: t[:2], default=None)
         if alone is not None and alone[0] < saved:
-            return {alone[2].group: alone[2]}
+            return {alone[2]: alone[3]}
     return chosen
 
 
@@ -289,10 +371,10 @@ def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, joint
     inf = float("inf")
     cost = np.full(bins + 1, inf)  # cost[b]: least importance lost reaching saving bin b (capped at `bins`)
     cost[0] = 0.0
-    picks: list[dict[int, Candidate | None]] = []
+    picks: list[dict[int, tuple | None]] = []
     for gid in sorted(options):
         new = cost.copy()
-        choice: dict[int, Candidate | None] = {b: None for b in range(bins + 1)}
+        choice: dict[int, tuple | None] = {b: None for b in range(bins + 1)}
         for c in options[gid]:
             step = int(c.saving_ms / unit)
             for b in range(bins + 1):
@@ -301,7 +383,7 @@ def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, joint
                 nb = min(bins, b + step)
                 if cost[b] + c.importance < new[nb]:
                     new[nb] = cost[b] + c.importance
-                    choice[nb] = (b, c)  # type: ignore[assignment]
+                    choice[nb] = (b, c, gid)  # type: ignore[assignment]
         picks.append(choice)
         cost = new
     if cost[bins] == inf:  # the need cannot be covered: take the most saving reachable
@@ -313,8 +395,8 @@ def allocate_knapsack(options: dict[str, list[Candidate]], need_ms: float, joint
     for choice in reversed(picks):
         entry = choice.get(b)
         if entry is not None:
-            prev, c = entry  # type: ignore[misc]
-            chosen[c.group] = c
+            prev, c, gid = entry  # type: ignore[misc]
+            chosen[gid] = c
             b = prev
     return _top_up(chosen, options, need_ms, joint)
 
@@ -330,17 +412,17 @@ def _top_up(chosen: dict[str, Candidate], options: dict[str, list[Candidate]], n
             now = chosen.get(gid)
             others = [c for g, c in chosen.items() if g != gid]
             for c in opts:
-                if now is not None and len(c.units) <= len(now.units):
+                if now is not None and c.removed <= now.removed:
                     continue
                 gain = joint.saving([*others, c]) - saved
                 if gain > 0:
                     price = (c.importance - (now.importance if now else 0.0)) / gain
                     if best is None or price < best[0]:
-                        best = (price, c, gain)
+                        best = (price, c, gain, gid)
                 break  # only each group's next step
         if best is None:
             break
-        chosen[best[1].group] = best[1]
+        chosen[best[3]] = best[1]
         saved += best[2]
     return chosen
 

@@ -169,10 +169,12 @@ class LatencyPlanner:
             "below_ms": below_ms, "scale": cm.scale,
             "predicted_before_ms": predicted_now, "measured_before_ms": measured_now,
             "predicted_latency_ms": predicted_after,
-            "groups": [{"group": c.group, "removed": len(c.units), "latency_saving_ms": c.saving_ms,
-                        "importance_lost": c.importance, "proxy": c.proxy} for c in chosen.values()],
+            "groups": [{"group": c.group, "removed": c.removed, "latency_saving_ms": c.saving_ms,
+                        "importance_lost": c.importance, "proxy": c.proxy,
+                        **({"members": {g: len(u) for g, u in c.parts}} if c.parts else {})}
+                       for c in chosen.values()],
         }
-        return {c.group: list(c.units) for c in chosen.values()}, info
+        return {g: list(u) for c in chosen.values() for g, u in c.removals.items()}, info
 
 
 def layer_widths(model) -> dict[str, tuple[int, int]]:

@@ -8,7 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgeprune.allocator import Joint, allocate, candidates, importance_lost, max_units, merge_widths
+from edgeprune.allocator import (
+    Joint,
+    allocate,
+    candidates,
+    importance_lost,
+    max_units,
+    merge_widths,
+)
 from edgeprune.pruning import ChannelGroup
 
 
@@ -245,3 +252,64 @@ def test_a_group_whose_first_saving_step_lies_past_half_gets_that_step_alone():
 
     opts = candidates([_group()], {"conv": np.arange(8, dtype=float)}, OnlyAtOne(0.0, measured=(1, 2, 4, 8)))["conv"]
     assert [(len(c.units), c.proxy) for c in opts] == [(7, False)]
+
+
+class _SplitOutputs:
+    """One 16-wide layer whose outputs two groups split (8 units each, like a CIFAR ResNet's stream and its
+    zero-padded channels); the kernel is blocked by 8 outputs: only at 8 or fewer does it get faster."""
+
+    current = {"c": (16, 4)}
+    layers = {"c": SimpleNamespace(table_key="t")}
+    tables = {"t": SimpleNamespace(outs=(1, 8, 16), ins=(4,))}
+
+    def layer_latency(self, path, o, i) -> float:
+        return 1.0 if o > 8 else 0.4
+
+    def predict(self, widths) -> float:
+        return self.layer_latency("c", *dict(self.current, **widths)["c"])
+
+
+def _split_groups() -> list[ChannelGroup]:
+    return [ChannelGroup(id=gid, root="c", members=[("c", "out")], size=8, layers=["c"],
+                         index_map={("c", "out"): [(first + u,) for u in range(8)]})
+            for gid, first in (("stream", 0), ("pads", 8))]
+
+
+def test_groups_splitting_one_layers_outputs_get_joint_options():
+    groups = _split_groups()
+    scores = {"stream": np.arange(8.0), "pads": np.arange(8.0)[::-1].copy()}
+    opts = candidates(groups, scores, _SplitOutputs())
+    # half of either group alone leaves 12 outputs (no saving); half of each together reaches the block
+    assert list(opts) == ["stream+pads"]
+    [joint] = opts["stream+pads"]
+    assert joint.removals == {"stream": (0, 1, 2, 3), "pads": (4, 5, 6, 7)}  # each group's lowest scores
+    assert joint.removed == 8 and joint.saving_ms == pytest.approx(0.6)
+    assert merge_widths(_SplitOutputs.current, [joint]) == {"c": (8, 4)}
+
+
+@pytest.mark.parametrize("name", ["ratio", "knapsack"])
+def test_a_bundle_is_chosen_as_one_option_and_planned_for_every_member(name):
+    chosen = allocate(name, _split_groups(), {"stream": np.arange(8.0), "pads": np.arange(8.0)}, _SplitOutputs(), 0.5)
+    assert list(chosen) == ["stream+pads"]
+    assert {g: len(u) for g, u in chosen["stream+pads"].removals.items()} == {"stream": 4, "pads": 4}
+
+
+def test_the_planner_removes_a_bundles_units_from_every_member_and_reports_them():
+    from edgeprune.latency import LatencyPlanner
+
+    class CM(_SplitOutputs):
+        scale = 1.0
+
+        def set_channels(self, widths) -> None:
+            pass
+
+        def predict(self, widths=None) -> float:
+            return super().predict(widths or {})
+
+    p = LatencyPlanner(cost_model=CM(), dense_ms=1.0, deadline_ms=0.42)
+    scores = {"stream": np.arange(1.0, 9.0), "pads": np.arange(1.0, 9.0)}
+    plan, info = p.plan(1.0, _split_groups(), scores, {"c": (16, 4)}, measured_now=1.0)
+    assert plan == {"stream": [0, 1, 2, 3], "pads": [0, 1, 2, 3]}
+    [g] = info["groups"]
+    assert g["group"] == "stream+pads" and g["removed"] == 8 and g["members"] == {"stream": 4, "pads": 4}
+    assert info["predicted_latency_ms"] == pytest.approx(0.4)
