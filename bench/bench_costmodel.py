@@ -20,7 +20,10 @@
 - ResNet-18 configurations are timed with 60 runs / 1 s (not the target's 200 / 2 s) and 2 rounds (ResNet-56:
   3 rounds) to fit the time.
 - Environment: EDGEPRUNE_BENCH_MODELS=zoo:cifar_resnet56 runs a subset; EDGEPRUNE_BENCH_THREADS=N measures a
-  variant of `cpu` with N threads (reported in the tables); EDGEPRUNE_BENCH_EXPORTER=legacy exports faster.
+  variant of `cpu` with N threads (reported in the tables); EDGEPRUNE_BENCH_EXPORTER=legacy exports faster;
+  EDGEPRUNE_BENCH_BATCH=32 sets every case's batch; EDGEPRUNE_BENCH_PRUNE=groups draws a random width for
+  every channel group the pruning graph finds (residual streams and shortcut channels too, no rounding)
+  instead of the blocks' inner widths: the configurations the latency policy can reach.
 
 `python -m bench costmodel [--quick]`, or `python -m bench.bench_costmodel [--quick]`.
 """
@@ -71,6 +74,25 @@ def random_config(model: Any, cm: Any, rng: random.Random, snap: str = "edges") 
             grid = cm.tables[cm.layers[f"{name}.conv1"].table_key].outs
             config[name] = min(grid, key=lambda w, want=want: abs(w - want))
     return config
+
+
+def random_groups(model: Any, example: Any, rng: random.Random) -> tuple[Any, dict[str, float]]:
+    """A copy of `model` with every channel group thinned to a random share of its units, drawn around
+    one random keep ratio (random units, at least one kept); returns it and each group's kept share."""
+    from edgeprune.pruning import PruningGraph
+
+    keep = rng.uniform(0.2, 1.0)
+    pruned = copy.deepcopy(model)
+    graph = PruningGraph(pruned, example)
+    plan, kept = {}, {}
+    for g in graph.groups():
+        share = min(1.0, max(0.05, rng.uniform(keep - 0.2, keep + 0.2)))
+        n = max(1, round(g.size * share))
+        kept[g.id] = n / g.size
+        if n < g.size:
+            plan[g.id] = sorted(rng.sample(range(g.size), g.size - n))
+    graph.prune_many(plan)
+    return pruned.eval(), kept
 
 
 def pruned_copy(model: Any, config: dict[str, int]) -> Any:
@@ -128,7 +150,23 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
 
     rng = random.Random(seed)
     snap = os.environ.get("EDGEPRUNE_BENCH_SNAP", "edges")
-    configs = [random_config(model, cm, rng, snap) for _ in range(n_configs)]
+    mode = os.environ.get("EDGEPRUNE_BENCH_PRUNE", "inner")
+    if mode not in ("inner", "groups"):
+        raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner or groups, got {mode!r}")
+    # (pruned model, its (out, in) per cost-modelled layer, mean kept share) per configuration
+    variants: list[tuple[Any, dict[str, tuple[int, int]], float]] = []
+    for _ in range(n_configs):
+        if mode == "groups":
+            from edgeprune.latency import layer_widths
+
+            pruned, kept = random_groups(model, example, rng)
+            ch = {p: w for p, w in layer_widths(pruned).items() if p in cm.layers}
+            variants.append((pruned, ch, statistics.mean(kept.values())))
+        else:
+            config = random_config(model, cm, rng, snap)
+            variants.append((pruned_copy(model, config), channels_of(model, config),
+                             statistics.mean(config[b] / blk.conv1.out_channels for b, blk in _blocks(model))))
+    configs = [ch for _, ch, _ in variants]
     # Large models: fewer timed runs per measurement (each run is long, and 30 configs x rounds add up).
     big = sum(e.signature.macs() for e in cm.layers.values()) > 1e9
     truth_target = target.with_measure(iterations=60, min_time_s=1.0) if big else target
@@ -139,10 +177,9 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     export_s = 0.0
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-cm-") as tmp, open_runner(truth_target) as runner:
         paths = []
-        for k, config in enumerate(configs):
+        for k, (pruned, _, _) in enumerate(variants):
             t1 = time.perf_counter()
-            paths.append(export_onnx(pruned_copy(model, config), shape, Path(tmp) / f"c{k}" / "model.onnx",
-                                     exporter=exporter).path)
+            paths.append(export_onnx(pruned, shape, Path(tmp) / f"c{k}" / "model.onnx", exporter=exporter).path)
             export_s += time.perf_counter() - t1
         dense_path = export_onnx(model, shape, Path(tmp) / "dense" / "model.onnx", exporter=exporter).path
         t1 = time.perf_counter()
@@ -159,14 +196,12 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     cal_errors: list[list[float]] = [[] for _ in configs]
     for r in range(rounds):
         calibrated = copy.deepcopy(cm)
-        for k, config in enumerate(configs):
-            ch = channels_of(model, config)
+        for k, ch in enumerate(configs):
             if k > 0:
                 cal_errors[k].append((calibrated.predict(ch) - e2e[k][r]) / e2e[k][r])
             calibrated.calibrate(e2e[k][r], ch)
     rows = []
-    for k, config in enumerate(configs):
-        ch = channels_of(model, config)
+    for k, ch in enumerate(configs):
         truth = min(e2e[k])
         preds = {}
         for mode in ("profiled", "constant", "scaled"):
@@ -176,7 +211,7 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
         node_truth = statistics.median(node[k])
         node_pred = cm.predict_nodes(ch)
         rows.append({
-            "config": k, "keep": statistics.mean(config[b] / blk.conv1.out_channels for b, blk in _blocks(model)),
+            "config": k, "keep": variants[k][2],
             "measured_ms": truth, "measured_rounds_ms": e2e[k],
             "round_spread": (max(e2e[k]) - min(e2e[k])) / min(e2e[k]),
             **{f"predicted_{m}_ms": v for m, v in preds.items()},
@@ -197,7 +232,7 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     spreads = [r["round_spread"] for r in rows]
     return {
         "model": spec, "shape": "x".join(map(str, shape)), "exporter": exporter, "configs": n_configs,
-        "threads": cm.conditions.get("threads"), "snap": snap,
+        "threads": cm.conditions.get("threads"), "snap": snap if mode == "inner" else None, "prune": mode,
         "rounds": rounds, "build_cold_s": round(cold_s, 1), "build_warm_s": round(warm_s, 2),
         "build_info": cm.info, "dense_ms_at_build": cm.dense_ms, "dense_layer_ms": cm.dense_layer_ms,
         "nonlayer_ms": cm.nonlayer_ms, "dense_ms_during_eval": dense_runs,
@@ -226,6 +261,8 @@ def run(quick: bool = False) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-cache-") as cache:
         for spec, shape, n in cases:
+            if os.environ.get("EDGEPRUNE_BENCH_BATCH"):
+                shape = (int(os.environ["EDGEPRUNE_BENCH_BATCH"]), *shape[1:])
             rounds = 2 if quick or n_macs_big(spec) else 3
             results.append(evaluate(spec, shape, n, rounds=rounds, exporter=exporter, seed=0, cache_dir=Path(cache)))
             r = results[-1]
