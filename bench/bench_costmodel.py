@@ -150,13 +150,13 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
 
     rng = random.Random(seed)
     snap = os.environ.get("EDGEPRUNE_BENCH_SNAP", "edges")
-    mode = os.environ.get("EDGEPRUNE_BENCH_PRUNE", "inner")
-    if mode not in ("inner", "groups"):
-        raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner or groups, got {mode!r}")
+    prune_mode = os.environ.get("EDGEPRUNE_BENCH_PRUNE", "inner")
+    if prune_mode not in ("inner", "groups"):
+        raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner or groups, got {prune_mode!r}")
     # (pruned model, its (out, in) per cost-modelled layer, mean kept share) per configuration
     variants: list[tuple[Any, dict[str, tuple[int, int]], float]] = []
     for _ in range(n_configs):
-        if mode == "groups":
+        if prune_mode == "groups":
             from edgeprune.latency import layer_widths
 
             pruned, kept = random_groups(model, example, rng)
@@ -232,7 +232,7 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     spreads = [r["round_spread"] for r in rows]
     return {
         "model": spec, "shape": "x".join(map(str, shape)), "exporter": exporter, "configs": n_configs,
-        "threads": cm.conditions.get("threads"), "snap": snap if mode == "inner" else None, "prune": mode,
+        "threads": cm.conditions.get("threads"), "snap": snap if prune_mode == "inner" else None, "prune": prune_mode,
         "rounds": rounds, "build_cold_s": round(cold_s, 1), "build_warm_s": round(warm_s, 2),
         "build_info": cm.info, "dense_ms_at_build": cm.dense_ms, "dense_layer_ms": cm.dense_layer_ms,
         "nonlayer_ms": cm.nonlayer_ms, "dense_ms_during_eval": dense_runs,
@@ -267,7 +267,8 @@ def run(quick: bool = False) -> dict:
             results.append(evaluate(spec, shape, n, rounds=rounds, exporter=exporter, seed=0, cache_dir=Path(cache)))
             r = results[-1]
             print_table(
-                f"{spec} {r['shape']} on cpu ({r['threads']} threads): predicted vs measured (ms; errors in %)",
+                f"{spec} {r['shape']} on cpu ({r['threads']} threads), random {r['prune']} widths: "
+                "predicted vs measured (ms; errors in %)",
                 ["cfg", "keep", "p50 measured", "round spread", "pred", "err", "err const.", "err scaled",
                  "err calib.", "node sum", "node pred", "node err"],
                 [[x["config"], round(x["keep"], 2), x["measured_ms"], pct(x["round_spread"]),
