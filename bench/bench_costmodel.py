@@ -153,12 +153,12 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     prune_mode = os.environ.get("EDGEPRUNE_BENCH_PRUNE", "inner")
     if prune_mode not in ("inner", "groups"):
         raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner or groups, got {prune_mode!r}")
+    from edgeprune.latency import layer_widths
+
     # (pruned model, its (out, in) per cost-modelled layer, mean kept share) per configuration
     variants: list[tuple[Any, dict[str, tuple[int, int]], float]] = []
     for _ in range(n_configs):
         if prune_mode == "groups":
-            from edgeprune.latency import layer_widths
-
             pruned, kept = random_groups(model, example, rng)
             ch = {p: w for p, w in layer_widths(pruned).items() if p in cm.layers}
             variants.append((pruned, ch, statistics.mean(kept.values())))

@@ -74,6 +74,11 @@ def _widths_after(g: ChannelGroup, removed: set[int], current: Mapping[str, tupl
     return out
 
 
+def lowest_first(s: np.ndarray) -> list[int]:
+    """A group's unit indices, lowest score first (ties in index order)."""
+    return [int(u) for u in np.argsort(s, kind="stable")]
+
+
 def max_units(size: int) -> int:
     """The most units one round may take from a group of `size` (unless its first saving step lies further):
     half of them (at least one). Pruning is gradual, as in AIAP: fine-tuning recovers and importance is
@@ -111,7 +116,7 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
     found: dict[str, list[Candidate]] = {}
     for g in groups:
         s = np.asarray(scores[g.id], dtype=np.float64)
-        order = [int(u) for u in np.argsort(s, kind="stable")]
+        order = lowest_first(s)
         touched = [p for (p, _role) in g.index_map if p in current]
         if not touched or g.size <= 1:
             continue
@@ -158,7 +163,8 @@ def shared_dimension_bundles(groups: list[ChannelGroup], current: Mapping[str, t
                              ) -> list[list[ChannelGroup]]:
     """Sets of two or more groups that split one dimension (a layer's outputs, or its inputs) of a
     cost-modelled layer between them, joined transitively."""
-    parent = {g.id: g.id for g in groups}
+    eligible = [g for g in groups if g.size > 1 and any(p in current for p, _ in g.index_map)]
+    parent = {g.id: g.id for g in eligible}
 
     def root(gid: str) -> str:
         while parent[gid] != gid:
@@ -167,18 +173,13 @@ def shared_dimension_bundles(groups: list[ChannelGroup], current: Mapping[str, t
         return gid
 
     owner: dict[tuple[str, str], str] = {}
-    for g in groups:
-        if g.size <= 1:
-            continue
+    for g in eligible:
         for path, role in g.index_map:
-            if path not in current:
-                continue
-            other = owner.setdefault((path, role), g.id)
-            parent[root(g.id)] = root(other)
+            if path in current:
+                parent[root(g.id)] = root(owner.setdefault((path, role), g.id))
     by_root: dict[str, list[ChannelGroup]] = {}
-    for g in groups:
-        if g.size > 1 and any(p in current for p, _ in g.index_map):
-            by_root.setdefault(root(g.id), []).append(g)
+    for g in eligible:
+        by_root.setdefault(root(g.id), []).append(g)
     return [m for m in by_root.values() if len(m) > 1]
 
 
@@ -186,8 +187,8 @@ def _bundle_options(key: str, members: list[ChannelGroup], scores: Mapping[str, 
                     current: Mapping[str, tuple[int, int]], cost_model, base: float) -> list[Candidate]:
     """Joint removals of the same share of every member's lowest-scored units (at most half of each),
     where that share reaches a new, lower step of the whole model's predicted time."""
-    orders = {g.id: [int(u) for u in np.argsort(np.asarray(scores[g.id], dtype=np.float64), kind="stable")]
-              for g in members}
+    s = {g.id: np.asarray(scores[g.id], dtype=np.float64) for g in members}
+    orders = {gid: lowest_first(v) for gid, v in s.items()}
     touched = {p for g in members for (p, _role) in g.index_map if p in current}
     step_tol = max(PLATEAU_MS, EDGE_TOL * max(cost_model.layer_latency(p, *current[p]) for p in touched))
     options: list[Candidate] = []
@@ -208,8 +209,7 @@ def _bundle_options(key: str, members: list[ChannelGroup], scores: Mapping[str, 
         saving = base - cost_model.predict(widths)
         if saving > best + step_tol:
             parts = tuple((g.id, tuple(sorted(orders[g.id][:k]))) for g, k in zip(members, counts, strict=True))
-            lost = sum(importance_lost(np.asarray(scores[g.id], dtype=np.float64), orders[g.id], k)
-                       for g, k in zip(members, counts, strict=True))
+            lost = sum(importance_lost(s[g.id], orders[g.id], k) for g, k in zip(members, counts, strict=True))
             options.append(Candidate(key, (), saving, lost, widths, parts=parts))
             best = saving
     return options

@@ -96,10 +96,11 @@ def share_thread_pool(threads: int) -> None:
     """Make every later session of this process run on one shared intra-op pool of `threads` threads.
 
     For A/B mode. With a pool per session, the idle model's workers keep spinning while the other model
-    runs and compete with it for the cores: on this 2-core machine one of two identical models read
-    8-32% slower for the whole life of a process, whichever ran first in each pair. onnxruntime accepts a
-    global pool only before the process's first session and refuses per-session pools after it, so only
-    the profiler's own command-line process calls this (`main` with `--ab`), first thing.
+    runs and compete with it for the cores: on a 2-core machine the same model against itself read
+    0.88-1.44 over 12 processes (0.97-1.02 with one pool), for the whole life of a process, whichever ran
+    first in each pair. onnxruntime accepts a global pool only before the process's first session and
+    refuses per-session pools after it, so only the profiler's own command-line process calls this
+    (`main` with `--ab`), first thing.
     """
     global _shared_pool_threads
     _ort().set_global_thread_pool_sizes(threads, 1)
@@ -565,12 +566,12 @@ def profile_onnx_ab(
         threads_requested=threads, execution_provider=execution_provider,
         graph_optimization_level=graph_optimization_level, precision=precision, seed=seed,
     )
-    shared = _shared_pool_threads == resolved_threads
+    shared = _shared_pool_threads is not None  # `_session` refused a different thread count
     settings.update(
         mode="ab", timing=settings["timing"] + "; two sessions in one process, alternating per pair",
         # per-session pools compete for the cores and can make one of two identical models read slower
-        thread_pool="shared by both sessions" if shared else "one per session (the process had sessions "
-        "before A/B mode; the idle session's spinning workers can bias one model)",
+        thread_pool="shared by both sessions" if shared else "one per session (share_thread_pool was not "
+        "called first in this process; the idle session's spinning workers can bias one model)",
     )
     return {
         **_profile_head(file_info, inputs, outputs, settings,

@@ -330,20 +330,17 @@ class CostModel:
         entry = self.layers[module_path]
         return entry.calls * self.tables[entry.table_key].lookup(o, i)
 
-    def _scale(self) -> float:
-        """ms of end-to-end time per ms of table time, calibration included."""
-        return self.factor * self._gain()
-
     @property
     def scale(self) -> float:
-        """ms of end-to-end time per ms of table time now: every predicted saving is proportional to it, so
-        savings predicted under different calibrations compare after dividing by their scale."""
-        return self._scale()
+        """ms of end-to-end time per ms of table time now, calibration included: every predicted saving is
+        proportional to it, so savings predicted under different calibrations compare after dividing by
+        their scale."""
+        return self.factor * self._gain()
 
     def layer_latency(self, module_path: str, out_channels: int | None = None, in_channels: int | None = None) -> float:
         """Predicted ms of one layer at these widths (default: its current ones), calibration included."""
         o, i = self._widths(module_path, out_channels, in_channels)
-        return self._scale() * self._raw(module_path, o, i)
+        return self.scale * self._raw(module_path, o, i)
 
     def _normalise(self, channels: Channels | None) -> dict[str, tuple[int, int]]:
         """Full {path: (out, in)} for every layer; an int names the output width only."""
