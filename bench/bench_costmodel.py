@@ -23,7 +23,9 @@
   variant of `cpu` with N threads (reported in the tables); EDGEPRUNE_BENCH_EXPORTER=legacy exports faster;
   EDGEPRUNE_BENCH_BATCH=32 sets every case's batch; EDGEPRUNE_BENCH_PRUNE=groups draws a random width for
   every channel group the pruning graph finds (residual streams and shortcut channels too, no rounding)
-  instead of the blocks' inner widths: the configurations the latency policy can reach.
+  instead of the blocks' inner widths: arbitrary widths, most of them off the tables' grid, which the
+  latency policy never produces (its removals land on step edges); EDGEPRUNE_BENCH_PRUNE=reachable prunes
+  every group the way the policy can: 1-4 rounds of the allocator's own candidates, picked at random.
 
 `python -m bench costmodel [--quick]`, or `python -m bench.bench_costmodel [--quick]`.
 """
@@ -95,6 +97,37 @@ def random_groups(model: Any, example: Any, rng: random.Random) -> tuple[Any, di
     return pruned.eval(), kept
 
 
+def reachable_groups(model: Any, example: Any, cm: Any, rng: random.Random) -> tuple[Any, dict[str, float]]:
+    """A copy of `model` pruned the way the latency policy can prune it: 1-4 rounds, each taking, for a
+    random share of the groups, one of the allocator's own candidates at random (removals landing on a
+    step edge of the tables, at most half a group, bundles included), with random unit scores in place
+    of importance. Returns it and each dense group's kept share."""
+    import numpy as np
+
+    from edgeprune.allocator import candidates
+    from edgeprune.latency import layer_widths
+    from edgeprune.pruning import PruningGraph
+
+    pruned = copy.deepcopy(model)
+    graph = PruningGraph(pruned, example)
+    sizes = {g.id: g.size for g in graph.groups()}
+    local = copy.deepcopy(cm)
+    touch = rng.uniform(0.2, 0.9)
+    for _ in range(rng.randint(1, 4)):
+        groups = graph.groups()
+        local.set_channels({p: w for p, w in layer_widths(pruned).items() if p in local.layers})
+        scores = {g.id: np.array([rng.random() for _ in range(g.size)]) for g in groups}
+        plan: dict[str, list[int]] = {}
+        for _key, options in sorted(candidates(groups, scores, local).items()):
+            if options and rng.random() < touch:
+                for gid, units in rng.choice(options).removals.items():
+                    plan[gid] = list(units)
+        if plan:
+            graph.prune_many(plan)
+    now = {g.id: g.size for g in graph.groups()}
+    return pruned.eval(), {gid: now.get(gid, size) / size for gid, size in sizes.items()}
+
+
 def pruned_copy(model: Any, config: dict[str, int]) -> Any:
     from torch import nn
 
@@ -151,15 +184,16 @@ def evaluate(spec: str, shape: tuple[int, ...], n_configs: int, *, rounds: int, 
     rng = random.Random(seed)
     snap = os.environ.get("EDGEPRUNE_BENCH_SNAP", "edges")
     prune_mode = os.environ.get("EDGEPRUNE_BENCH_PRUNE", "inner")
-    if prune_mode not in ("inner", "groups"):
-        raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner or groups, got {prune_mode!r}")
+    if prune_mode not in ("inner", "groups", "reachable"):
+        raise SystemExit(f"EDGEPRUNE_BENCH_PRUNE must be inner, groups or reachable, got {prune_mode!r}")
     from edgeprune.latency import layer_widths
 
     # (pruned model, its (out, in) per cost-modelled layer, mean kept share) per configuration
     variants: list[tuple[Any, dict[str, tuple[int, int]], float]] = []
     for _ in range(n_configs):
-        if prune_mode == "groups":
-            pruned, kept = random_groups(model, example, rng)
+        if prune_mode in ("groups", "reachable"):
+            pruned, kept = (random_groups(model, example, rng) if prune_mode == "groups"
+                            else reachable_groups(model, example, cm, rng))
             ch = {p: w for p, w in layer_widths(pruned).items() if p in cm.layers}
             variants.append((pruned, ch, statistics.mean(kept.values())))
         else:
