@@ -475,6 +475,29 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     return fresh
 
 
+def _one_more_for_margin(s: PruneSession, controller: AIAPController, state: dict, confirmed: dict,
+                         round_id: int) -> bool:
+    """Whether a round confirmed as meeting the deadline, but above the margin line, should be pruned once
+    more instead of ending the loop (once per run, where a round is left).
+
+    A model just under the deadline meets it on some readings and misses on others: on this machine
+    readings of one model differ by about 3% between processes, and a demo run whose round was confirmed
+    at 0.846 ms against 0.857 ms read 0.837, 0.878 and 0.864 ms as the exported artifact. One more small
+    round aims at the margin line (half the slack window under the deadline); the met round stays a
+    candidate, and the final re-measurement prefers whichever clears the line."""
+    from .latency import aim_ms
+
+    margin_line = aim_ms(s.cfg.latency_ms, s.cfg.slack)
+    confirmed["with_margin"] = confirmed["fresh_upper_ms"] <= margin_line
+    if confirmed["with_margin"] or "margin_round" in state or controller.rounds + 2 > s.cfg.max_rounds:
+        return False
+    state["margin_round"] = round_id
+    confirmed["continued_for_margin"] = True
+    log(f"round {round_id} meets {s.cfg.latency_ms} ms, but its upper bound {confirmed['fresh_upper_ms']:.3f} ms is "
+        f"above the margin line {margin_line:.3f} ms: one more round aims under it")
+    return True
+
+
 def _plan_key(base: int | None, plan: dict[str, list[int]]) -> str:
     """Identifies 'these channels removed from this round's model': the same key means the same network."""
     import hashlib
@@ -538,6 +561,12 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None
     if confirmed is not None and not confirmed["met"]:
         v, states = Verdict.GOOD, {**states, "latency": "below"}
+    elif confirmed is not None and _one_more_for_margin(s, controller, state, confirmed, round_id):
+        v = Verdict.GOOD
+    if base is not None and base == state.get("margin_round") and v == Verdict.OVERSHOOT:
+        # The round after a deadline met without margin went past the slack window: both are candidates
+        # now, and the final re-measurement chooses between them; further retries would only cost rounds.
+        controller.stop("the deadline is met; the round for margin after it overshot")
     slower = _slower_than_start(state, history, base, m.latency_ms) if planner is not None else None
     if slower is not None:
         # Reported, not acted on: one reading on a shared machine is noisy, and treating such rounds as

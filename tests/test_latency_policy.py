@@ -154,6 +154,23 @@ def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target
     assert r["deadline_met"]
 
 
+def test_a_round_meeting_the_deadline_without_margin_is_pruned_once_more(fake_target, tmp_path):
+    # The staircase's first levels are 0.35, 0.30 and 0.25 ms. Against 0.305 ms a round at 0.30 ms meets the
+    # deadline above the margin line (0.2974 ms); the one more round it gets lands at 0.25 ms, past the slack
+    # window, and ends the loop; the final re-measurement delivers the one clear of the margin line.
+    r = prune(_cfg(fake_target, tmp_path / "margin", 0.305)).report
+    rounds = {rd["round"]: rd for rd in r["rounds"]}
+    continued = [rd for rd in r["rounds"] if (rd.get("confirmation") or {}).get("continued_for_margin")]
+    assert len(continued) == 1, [(rd["round"], rd["latency_ms"], rd["verdict"]) for rd in r["rounds"]]
+    first = continued[0]
+    assert first["verdict"] == "good" and first["latency_ms"] == pytest.approx(0.30, rel=0.01)
+    assert first["confirmation"]["met"] and not first["confirmation"]["with_margin"]
+    after = [rd for rd in r["rounds"] if rd.get("base_round") == first["round"]]
+    assert len(after) == 1 and after[0]["verdict"] == "overshoot"  # one round for margin, no retries
+    assert r["stop_reason"].startswith("the deadline is met; the round for margin")
+    assert r["deadline_met"] and rounds[r["best_round"]]["latency_ms"] == pytest.approx(0.25, rel=0.01)
+
+
 class _FreshSession:
     """Stands in for PruneSession in _confirm_final: fresh measurements per round, as given."""
 
