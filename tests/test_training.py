@@ -54,7 +54,8 @@ def digits() -> TaskData:
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"schedule": "linear"}, "unknown schedule"), ({"mode": "rewind"}, "unknown retraining mode"),
-     ({"batch_size": 0}, "batch size"), ({"train_limit": 0}, "train-limit"), ({"rewind_epoch": -1}, "rewind epoch")],
+     ({"batch_size": 0}, "batch size"), ({"train_limit": 0}, "train-limit"), ({"rewind_epoch": -1}, "rewind epoch"),
+     ({"bn_batches": -1}, "bn-batches")],
 )
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(EdgepruneError, match=match):
@@ -95,6 +96,27 @@ def test_train_limit_and_max_batches_cap_the_work(digits):
     assert r.samples_seen == 80 and r.steps == 6
     r = finetune(model, digits, TrainConfig(epochs=2, lr=0.01, batch_size=16, max_batches=2))
     assert r.steps == 4 and r.samples_seen == 64
+
+
+@pytest.mark.parametrize("bn_batches", [0, 50])
+def test_batchnorm_statistics_are_recomputed_at_the_final_weights(digits, bn_batches):
+    torch.manual_seed(0)
+    model = small_cnn()
+    bn = model[1]
+    bn.running_mean.fill_(100.0)  # statistics of some other model, e.g. the one before pruning
+    # lr 0: the weights stay as they are, so the right statistics are those of the untouched conv
+    cfg = TrainConfig(epochs=1, lr=0.0, weight_decay=0.0, batch_size=32, train_limit=64, bn_batches=bn_batches)
+    result = finetune(model, digits, cfg)
+    xs = torch.cat([b[0] for b in digits.train_loader(batch_size=32, limit=64, seed=cfg.seed)])
+    with torch.no_grad():
+        expected = model[0](xs).mean(dim=(0, 2, 3))
+    if bn_batches:
+        assert result.bn_recalibrated_batches == 2
+        assert torch.allclose(bn.running_mean, expected, atol=1e-4), (bn.running_mean, expected)
+        assert model.training and bn.momentum == 0.1  # mode and momentum restored
+    else:  # two training batches at momentum 0.1 leave 0.9^2 of the stale statistics
+        assert result.bn_recalibrated_batches == 0
+        assert torch.allclose(bn.running_mean, 81.0 + 0.19 * expected, atol=0.5)
 
 
 def test_lr_rewind_replays_the_schedule(digits):
