@@ -6,7 +6,10 @@ Design (why it looks like this):
   A depthwise layer has one dimension (its input width is its output width); a dimension tied to the
   model's input or output (the first conv's 3 input channels, the classifier's classes) is not gridded.
 - Widths between measured ones take the value of the next measured width up (piecewise constant): a
-  kernel's time moves in steps, and interpolating would invent savings nobody measured.
+  kernel's time moves in steps, and interpolating would invent savings nobody measured. On a CPU that
+  value is optimistic for widths off the grid: such a conv leaves onnxruntime's NCHWc path (ResNet-18's
+  layer3.0.conv1 ran 56% slower at 256x122 than the table's 256x128). The allocator only takes widths on
+  step edges, which are measured widths, so the loop never asks for one.
 - Step edges are the widths on the lower envelope of the table: those strictly (by `EDGE_TOL`) faster than
   every wider measured width. Elsewhere removing channels saves nothing (a plateau) or even costs time
   (an odd width the runtime handles on a slower path).
