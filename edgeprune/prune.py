@@ -408,7 +408,15 @@ def _start_latency(state: dict, history: list[dict], base: int | None) -> float 
     if base is None:
         return (state["dense"].get("latency_stats") or {}).get("p50")
     record = next((r for r in history if r["round"] == base), None)
-    return _round_p50(record) if record is not None and record.get("latency_stats") else None
+    if record is None or not record.get("latency_stats"):
+        return None
+    confirmation = record.get("confirmation") or {}
+    if confirmation.get("continued_for_margin"):
+        # What must clear the margin line is the confirmed upper bound: the round's own p50 can sit under
+        # the line already, and a need measured from it was zero (ResNet-56 at batch 32 then grew the
+        # threshold 30 times without selecting anything, and its artifact missed the deadline by 0.9%).
+        return max(_round_p50(record), confirmation["fresh_upper_ms"])
+    return _round_p50(record)
 
 
 def _overshot_saving(history: list[dict], base: int | None, scale_now: float = 1.0) -> float | None:
@@ -536,6 +544,9 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     if not plan:
         if cfg.method != "aiap" or all(g.size <= 1 for g in groups):
             controller.stop("nothing left to prune")
+        elif planner is not None and tried >= 1.0:
+            # Past 1 the round's target is the aim itself: a larger threshold would plan the same nothing.
+            controller.stop(f"the latency step selects nothing more (need {plan_info.get('need_ms', 0.0):.3f} ms)")
         else:
             controller.advance(tried)  # threshold too low to touch anything: grow it
             log(f"T={tried:.3f} selects no channel: growing the threshold")

@@ -171,6 +171,37 @@ def test_a_round_meeting_the_deadline_without_margin_is_pruned_once_more(fake_ta
     assert r["deadline_met"] and rounds[r["best_round"]]["latency_ms"] == pytest.approx(0.25, rel=0.01)
 
 
+def test_a_round_continued_for_margin_starts_the_next_from_its_confirmed_upper_bound():
+    from edgeprune.prune import _start_latency
+
+    # the round's own p50 (10.32) is under the margin line, its confirmed upper bound (10.6) is not
+    confirmation = {"met": True, "fresh_p50_ms": 10.5, "fresh_upper_ms": 10.6, "continued_for_margin": True}
+    record = {"round": 2, "latency_stats": {"p50": 10.32}, "confirmation": confirmation}
+    assert _start_latency({"dense": {}}, [record], 2) == 10.6
+    confirmation["continued_for_margin"] = False
+    assert _start_latency({"dense": {}}, [record], 2) == 10.32
+
+
+def test_past_a_threshold_of_one_a_round_that_selects_nothing_ends_the_loop(fake_target, tmp_path, monkeypatch):
+    from edgeprune.latency import LatencyPlanner
+
+    real, calls = LatencyPlanner.plan, []
+
+    def nothing_after_the_first(self, threshold, *args, **kwargs):
+        calls.append(threshold)
+        if len(calls) == 1:
+            return real(self, threshold, *args, **kwargs)
+        return {}, {"need_ms": 0.0}
+
+    monkeypatch.setattr(LatencyPlanner, "plan", nothing_after_the_first)
+    with pytest.raises(ConstraintNotMet) as caught:
+        prune(_cfg(fake_target, tmp_path / "idle", 0.6 * DENSE_MS))
+    r = caught.value.result.report
+    # past 1 the target is the aim itself: growing the threshold 30 times would plan the same nothing
+    assert calls == [0.5, 1.0], calls
+    assert r["stop_reason"].startswith("the latency step selects nothing more")
+
+
 class _FreshSession:
     """Stands in for PruneSession in _confirm_final: fresh measurements per round, as given."""
 
