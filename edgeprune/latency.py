@@ -137,7 +137,12 @@ class LatencyPlanner:
         return aim_ms(self.deadline_ms, self.slack)
 
     def round_target(self, threshold: float) -> float:
-        return self.dense_ms - min(threshold, 1.0) * (self.dense_ms - self.aim_ms)
+        share = 1.0 if self.target_is_aim(threshold) else threshold
+        return self.dense_ms - share * (self.dense_ms - self.aim_ms)
+
+    def target_is_aim(self, threshold: float) -> bool:
+        """Whether this threshold's round target is the aim itself, so that any larger one plans the same."""
+        return threshold >= 1.0
 
     def plan(self, threshold: float, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
              widths_now: dict[str, tuple[int, int]], measured_now: float | None = None,

@@ -544,8 +544,8 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     if not plan:
         if cfg.method != "aiap" or all(g.size <= 1 for g in groups):
             controller.stop("nothing left to prune")
-        elif planner is not None and tried >= 1.0:
-            # Past 1 the round's target is the aim itself: a larger threshold would plan the same nothing.
+        elif planner is not None and planner.target_is_aim(tried):
+            # A larger threshold would aim at the same target and plan the same nothing.
             controller.stop(f"the latency step selects nothing more (need {plan_info.get('need_ms', 0.0):.3f} ms)")
         else:
             controller.advance(tried)  # threshold too low to touch anything: grow it

@@ -372,8 +372,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int, devi
     Training updates them with momentum 0.1, so after a short fine-tune they still mix in the statistics
     of the model before pruning (after 16 batches 0.9^16 = 19% of them), and the evaluation, the
     deadline's accuracy check and the export all see channels normalised by stale numbers."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if batches <= 0 or not norms:
+    if batches <= 0 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                               for m in model.modules()):
         return 0
     import itertools
 
