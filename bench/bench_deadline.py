@@ -280,9 +280,10 @@ def _overhead(report: dict | None) -> dict[str, Any] | None:
     rows = []
     for r in report["rounds"]:
         s = r["seconds"]
-        other = s["total"] - s["select"] - s["finetune"] - s["measure"]  # checkpoint, manifest, calibration
+        probe = s.get("probe", 0.0)  # measuring the plan (and any re-plans) before fine-tuning
+        other = s["total"] - s["select"] - probe - s["finetune"] - s["measure"]  # checkpoint, manifest, calibration
         overhead = s["total"] - s["finetune"]
-        rows.append({"round": r["round"], "select_s": s["select"], "measure_s": s["measure"],
+        rows.append({"round": r["round"], "select_s": s["select"], "probe_s": probe, "measure_s": s["measure"],
                      "evaluate_s": s.get("measure_evaluate"), "latency_s": s.get("measure_latency"), "other_s": other,
                      "overhead_s": overhead, "finetune_s": s["finetune"],
                      "ratio": overhead / s["finetune"] if s["finetune"] > 0 else None,
@@ -336,9 +337,9 @@ def print_tables(figures: dict[str, Any]) -> None:
         print_table(
             f"overhead per round: {oh['model']} {oh['shape']}, deadline {oh['deadline_ms']:.3f} ms "
             f"(70% of dense), budget {oh['budget']}",
-            ["round", "select s", "measure s", "(evaluate s", "latency s)", "other s", "overhead s", "finetune s",
+            ["round", "select s", "probe s", "measure s", "(evaluate s", "latency s)", "other s", "overhead s", "finetune s",
              "overhead/finetune", "p50 ms", "acc", "verdict"],
-            [[x["round"], x["select_s"], x["measure_s"], _fmt(x.get("evaluate_s"), ".1f"), _fmt(x.get("latency_s"), ".1f"),
+            [[x["round"], x["select_s"], x.get("probe_s"), x["measure_s"], _fmt(x.get("evaluate_s"), ".1f"), _fmt(x.get("latency_s"), ".1f"),
               x["other_s"], x["overhead_s"], x["finetune_s"],
               _fmt(x["ratio"], ".2f"), _fmt(x["latency_ms"]), _fmt(x["accuracy"], ".2f"), x["verdict"]]
              for x in o["rounds"]],

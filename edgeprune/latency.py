@@ -146,14 +146,16 @@ class LatencyPlanner:
 
     def plan(self, threshold: float, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
              widths_now: dict[str, tuple[int, int]], measured_now: float | None = None,
-             below_ms: float | None = None) -> tuple[dict[str, list[int]], dict[str, Any]]:
+             below_ms: float | None = None, saving_ratio: float | None = None
+             ) -> tuple[dict[str, list[int]], dict[str, Any]]:
         """The units to remove this round, and what the cost model expects of them.
 
         `measured_now`, the starting model's own measurement, anchors how much must go: the calibrated
         model's prediction of it can disagree (its correction is a median over rounds, so that one odd
         reading cannot swing it), and the deadline is decided on measurements. The cost model still says
         which removals save what. `below_ms`: the plan must be predicted to save less than this (a removal
-        that large already overshot from this model)."""
+        that large already overshot from this model). `saving_ratio`: measured over predicted saving to
+        spend by, where one is known for this very start (a probe of this round); default: recent rounds'."""
         from .pruning import normalise_per_layer
 
         cm = self.cost_model
@@ -164,7 +166,7 @@ class LatencyPlanner:
         need = max(0.0, now - target)
         # the most this round may save: down to the bottom of the slack window, under which it overshoots
         most = max(need, now - self.deadline_ms * (1 - self.slack))
-        ratio = self.saving_ratio()  # the tables' savings, in measured ms
+        ratio = saving_ratio or self.saving_ratio()  # the tables' savings, in measured ms
         chosen = (allocate(self.allocator, groups, normalise_per_layer(scores), cm, need / ratio, most / ratio,
                            below_ms) if need > 0 else {})
         merged = merge_widths(cm.current, chosen.values())

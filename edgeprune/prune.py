@@ -515,6 +515,52 @@ def _plan_key(base: int | None, plan: dict[str, list[int]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph, groups: list, scores: dict,
+           first: tuple[dict, dict], tried: float, base: int | None, state: dict, history: list[dict],
+           overshot: dict[str, int], round_id: int):
+    """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
+    (probing.py); returns the accepted probe and every probe."""
+    from .latency import layer_widths
+    from .probing import probe_round
+    from .pruning import PruningGraph
+
+    deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
+    start = _start_latency(state, history, base)
+    widths_now = layer_widths(model)
+    pristine = copy.deepcopy(model)
+    built: list[bool] = []
+
+    def plan(ratio: float | None, below: float | None) -> tuple[dict, dict]:
+        return planner.plan(tried, groups, scores, widths_now, measured_now=start, below_ms=below,
+                            saving_ratio=ratio)
+
+    def build(units: dict[str, list[int]]):
+        if not built:  # the first plan prunes the round's own model; later ones a fresh copy of its start
+            built.append(True)
+            graph.prune_many(units)
+            return model, graph
+        other = copy.deepcopy(pristine)
+        other_graph = PruningGraph(other, s.example)
+        other_graph.current_round = round_id
+        other_graph.prune_many(units)
+        return other, other_graph
+
+    def status(latency: dict) -> str:
+        return deadline.status(RoundMetrics(latency_ms=latency["value"], latency_upper_ms=latency["upper"]))
+
+    accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start,
+                                   at_aim=planner.target_is_aim(tried), below_ms=first[1].get("below_ms"),
+                                   skip=lambda units: _plan_key(base, units) in overshot)
+    where = {"over": "past the slack window", "below": "short of the deadline", "met": "within the slack window"}
+    for p in probes:
+        if p is not accepted:
+            log(f"round {round_id}: a plan removing {sum(len(u) for u in p.plan.values())} units measured "
+                f"{p.latency['value']:.3f} ms before fine-tuning, {where[p.status]} of {deadline.deadline_ms} ms: "
+                "not fine-tuned")
+            planner.observe(p.info, p.p50)  # a real saving from this start: later rounds spend by it too
+    return accepted, probes
+
+
 def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, state: dict, history: list[dict],
                overshot: dict[str, int], round_id: int, importance, calib, constraints: list[Constraint],
                planner, bar: Progress) -> int:
@@ -559,14 +605,27 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
         controller.report(round_id, tried, Verdict.OVERSHOOT)
         s.run.write_state({**state, "controller": controller.to_dict(), "history": history})
         return round_id - 1
-    graph.prune_many(plan)
+    t0 = time.perf_counter()
+    probe = None
+    if planner is not None:
+        bar.update(description=f"round {round_id}: measuring the plan")
+        probe, probes = _probe(s, planner, constraints, model, graph, groups, scores, (plan, plan_info), tried, base,
+                               state, history, overshot, round_id)
+        model, graph, plan = probe.model, probe.graph, probe.plan
+        plan_info = {**probe.info, "probes": [p.to_record(p is probe) for p in probes]}
+    else:
+        graph.prune_many(plan)
+    t_probe = time.perf_counter() - t0
     bar.update(description=f"round {round_id}: fine-tuning")
     t0 = time.perf_counter()
     train = s.finetune(model, cfg.finetune_epochs)
     t_train = time.perf_counter() - t0
     bar.update(description=f"round {round_id}: measuring")
     t0 = time.perf_counter()
-    m = s.metrics(model)
+    m = s.metrics(model, latency=probe is None)
+    if probe is not None:  # the plan's own measurement: fine-tuning changes weights, not the architecture
+        m = dataclasses.replace(m, latency_ms=probe.latency["value"], latency_upper_ms=probe.latency["upper"],
+                                extra={**m.extra, "latency": probe.latency})
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None
@@ -585,7 +644,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
         log(f"round {round_id}: measured {m.latency_ms:.3f} ms, not faster than the {slower:.3f} ms it started from")
     manifest = build_manifest(s.original, model, [*steps, *[st.to_dict() for st in graph.history]], s.example)
     record = _round_record(round_id, tried, plan, {g.id: g.size for g in groups}, m, states, v,
-                           {"select": t_select, "finetune": t_train, "measure": t_measure,
+                           {"select": t_select, "probe": t_probe, "finetune": t_train, "measure": t_measure,
                             **{f"measure_{k}": v for k, v in m.extra["seconds"].items()},
                             "total": time.perf_counter() - started}, _conv_channels(model))
     record["base_round"] = base

@@ -8,6 +8,7 @@ from test_costmodel import StaircaseRunner
 
 from edgeprune import runners
 from edgeprune.errors import ConstraintNotMet
+from edgeprune.latency import layer_widths
 from edgeprune.prune import PruneConfig, prune
 
 NET = """
@@ -369,3 +370,45 @@ def test_a_retry_after_an_overshoot_must_save_less_than_what_overshot_from_the_s
     # predicted under another calibration: the same removal, rescaled to the cost model's scale now
     history[2]["scale"] = 2.0
     assert _overshot_saving(history, 2, scale_now=1.0) == pytest.approx(0.25)
+
+
+class SavesMoreThanTables(WholeModelStaircase):
+    """Whole pruned models save 1.6 times what the per-layer tables say (as thin models do once their
+    activations fit in cache): every plan the tables make lands further than they predict."""
+
+    def _whole(self, onnx_path, per_node, extra_args) -> dict:
+        raw = super()._whole(onnx_path, per_node, extra_args)
+        factor = (DENSE_MS - 1.6 * (DENSE_MS - raw["latency_ms"]["p50"])) / raw["latency_ms"]["p50"]
+        raw["samples_ms"] = [x * factor for x in raw["samples_ms"]]
+        raw["latency_ms"] = {k: (v * factor if k != "n" else v) for k, v in raw["latency_ms"].items()}
+        return raw
+
+
+def test_a_plan_landing_past_the_slack_window_is_replanned_before_fine_tuning(monkeypatch, tmp_path):
+    # Whole models save 1.6x what the tables say, so the first round (aimed straight at the deadline, step 1)
+    # plans two staircase steps (0.35 -> 0.25 ms by the tables) and that model reads 0.19 ms, past the slack
+    # window of 0.28 ms. Measured before fine-tuning, it is re-planned with the ratio it showed: one step,
+    # 0.27 ms, inside the window. Before, the 0.19 ms model was fine-tuned and judged an overshoot.
+    import edgeprune.prune as prune_mod
+
+    monkeypatch.setitem(runners._RUNNERS, "local", SavesMoreThanTables)
+    monkeypatch.setenv("EDGEPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "net.py").write_text(NET)
+    trained = []
+    real_finetune = prune_mod.PruneSession.finetune
+
+    def counting(self, model, epochs, label="fine-tuning"):
+        trained.append(layer_widths(model))
+        return real_finetune(self, model, epochs, label)
+
+    monkeypatch.setattr(prune_mod.PruneSession, "finetune", counting)
+    r = prune(_cfg(f"{tmp_path / 'net.py'}:make", tmp_path / "run", 0.28, step=1.0)).report
+    first = r["rounds"][0]
+    assert [(p["status"], p["accepted"]) for p in first["probes"]] == [("over", False), ("met", True)]
+    too_fast, kept = first["probes"]
+    assert too_fast["measured_ms"] == pytest.approx(0.19, rel=0.01)
+    assert kept["measured_ms"] == pytest.approx(0.27, rel=0.01) and kept["saving_ratio"] == pytest.approx(1.6, rel=0.05)
+    assert first["latency_ms"] == kept["measured_ms"]  # the round's measurement is its accepted plan's
+    assert all(rd["verdict"] != "overshoot" for rd in r["rounds"])  # nothing past the window was trained
+    assert trained[0] == first["widths"]
+    assert r["deadline_met"] and r["final_latency_ms"]["p50"] == pytest.approx(0.27, rel=0.01)

@@ -1,0 +1,90 @@
+"""Plans measured before fine-tuning (edgeprune.probing), against scripted plans and measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeprune.probing import MAX_PROBES, probe_round
+
+DEADLINE, SLACK, START = 10.0, 0.05, 20.0
+
+
+def status(latency: dict) -> str:  # LatencyBudget's rule, the upper bound equal to the value here
+    if latency["upper"] > DEADLINE:
+        return "below"
+    return "met" if latency["value"] >= DEADLINE * (1 - SLACK) else "over"
+
+
+class Script:
+    """Plans numbered 0, 1, ...: plan n predicts a saving of `predicted[n]` and measures `measured[n]`."""
+
+    def __init__(self, predicted: list[float], measured: list[float]):
+        self.predicted, self.measured, self.calls = predicted, measured, []
+
+    def info(self, n: int) -> dict:
+        return {"predicted_before_ms": START, "predicted_latency_ms": START - self.predicted[n]}
+
+    def first(self):
+        return {"g": [0]}, self.info(0)
+
+    def plan(self, ratio, below):
+        self.calls.append((ratio, below))
+        n = len(self.calls)
+        return ({"g": list(range(n + 1))}, self.info(n)) if n < len(self.predicted) else ({}, {})
+
+    def run(self, at_aim: bool = True, **kw):
+        def measure(model):
+            ms = self.measured[len(model["g"]) - 1]
+            return {"value": ms, "upper": ms, "latency_ms": {"p50": ms}}
+
+        return probe_round(self.first(), self.plan, lambda units: (units, None), measure, status,
+                           start_p50=START, at_aim=at_aim, **kw)
+
+
+def test_a_plan_within_the_window_is_accepted_without_another_measurement():
+    s = Script([10.0], [9.7])
+    accepted, probes = s.run()
+    assert accepted is probes[0] and len(probes) == 1 and s.calls == []
+
+
+def test_a_short_plan_at_the_aim_is_replanned_with_the_saving_ratio_it_showed():
+    s = Script([10.0, 20.0], [15.0, 9.8])  # plan 0 saved 5 ms of a predicted 10: ratio 0.5
+    accepted, probes = s.run()
+    assert s.calls == [(pytest.approx(0.5), None)]
+    assert accepted is probes[1] and accepted.status == "met"
+
+
+def test_a_short_plan_of_an_intermediate_round_is_kept_as_it_is():
+    s = Script([5.0, 10.0], [16.0, 10.0])
+    accepted, probes = s.run(at_aim=False)
+    assert accepted is probes[0] and s.calls == []
+
+
+def test_a_plan_past_the_window_is_replanned_under_its_own_predicted_saving():
+    s = Script([10.0, 8.0], [8.0, 9.6])  # plan 0 saved 12 ms of a predicted 10: ratio 1.2, and less than 10
+    accepted, probes = s.run(below_ms=11.0)
+    assert s.calls == [(pytest.approx(1.2), 10.0)]
+    assert accepted is probes[1]
+
+
+def test_without_an_acceptable_plan_the_fastest_short_one_is_trained():
+    s = Script([4.0, 6.0, 7.0, 9.0], [14.0, 13.0, 12.0, 11.0])
+    accepted, probes = s.run()
+    assert len(probes) == MAX_PROBES and len(s.calls) == MAX_PROBES - 1
+    assert accepted is probes[2] and accepted.latency["value"] == 12.0
+
+
+def test_when_every_plan_overshoots_the_least_overshooting_is_trained():
+    s = Script([10.0, 9.0, 8.0], [7.0, 8.0, 9.0])
+    accepted, probes = s.run()
+    assert [c[1] for c in s.calls] == [10.0, 9.0]  # the limit only tightens
+    assert accepted is probes[2]
+
+
+def test_a_replan_known_to_fail_or_empty_ends_the_probing():
+    s = Script([10.0, 20.0], [15.0, 9.8])
+    accepted, probes = s.run(skip=lambda units: True)
+    assert len(probes) == 1 and accepted is probes[0]
+    s = Script([10.0], [15.0])  # the re-plan selects nothing
+    accepted, probes = s.run()
+    assert len(probes) == 1 and accepted is probes[0]
