@@ -381,6 +381,17 @@ def _groups_cell(r: dict[str, Any]) -> str:
     return f'<table class="mini">{head}{"".join(t for _, t in rows[:_MAX_GROUP_ROWS])}{tail}</table>'
 
 
+def _replanned(r: dict[str, Any]) -> str:
+    """The plans of a round measured before fine-tuning and set aside, if any."""
+    rejected = [p for p in r.get("probes") or [] if not p.get("accepted")]
+    if not rejected:
+        return ""
+    where = {"over": "past the slack window", "below": "short of the deadline"}
+    text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {where.get(p.get('status'), p.get('status'))}"
+                     for p in rejected)
+    return f'<div class="muted">re-planned before fine-tuning: {_e(text)}</div>'
+
+
 def _rounds_table(report: dict[str, Any]) -> str:
     rounds = report.get("rounds") or []
     if not rounds:
@@ -410,7 +421,8 @@ def _rounds_table(report: dict[str, Any]) -> str:
         if has_lat:
             pred = r.get("predicted_latency_ms")
             cells.append(fmt_ms(_as_ms(r.get("latency_ms"), metric))
-                         + (f' <span class="muted">({fmt_ms(pred)})</span>' if pred is not None else ""))
+                         + (f' <span class="muted">({fmt_ms(pred)})</span>' if pred is not None else "")
+                         + _replanned(r))
         if has_mem:
             cells.append(_num(r.get("memory_mb"), 1))
         cells.append(f"{(r.get('seconds') or {}).get('total', 0):.1f} s")
@@ -425,7 +437,8 @@ def _rounds_table(report: dict[str, Any]) -> str:
     return (f'<div class="scroll"><table class="rounds"><thead><tr>{thead}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>'
             '<p class="note">Each round starts from the model in “From”, removes channels, fine-tunes and is '
-            "measured. Rounds in bold built the delivered model; red rows overshot a "
+            "measured (in latency mode the plan is measured before fine-tuning, and one landing outside the "
+            "slack window is re-planned first). Rounds in bold built the delivered model; red rows overshot a "
             f"constraint and were backed off. Stopped because: {_e(report.get('stop_reason') or 'n/a')}.</p>")
 
 

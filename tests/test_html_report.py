@@ -52,6 +52,8 @@ def latency_report() -> dict:
         rnd(3, 1, 0.75, 1.41, 1.45, 90.9, "good", {"accuracy": "below", "latency": "below"}),
         rnd(4, 3, 1.0, 1.16, 1.17, 90.6, "done", {"accuracy": "below", "latency": "met"}),
     ]
+    rounds[3]["probes"] = [{"measured_ms": 1.09, "status": "over", "accepted": False},
+                           {"measured_ms": 1.16, "status": "met", "accepted": True}]
     return {
         "schema_version": 1, "kind": "edgeprune.prune_report",
         "config": {"model": "resnet20", "output": "run", "target": "cpu", "method": "aiap", "importance": "activation",
@@ -143,6 +145,8 @@ def test_latency_report_has_every_part(tmp_path):
     assert "every budget met, stop" in text and "delivered" in text
     assert "layer1.0.conv1 −4 0.044 ms 0.008" in text  # per group: cut, cost-model saving, importance lost
     assert "(1.17)" in text  # predicted latency next to the measured one
+    assert "re-planned before fine-tuning: 1.09 ms, past the slack window" in text
+    assert text.count("re-planned before fine-tuning") == 1  # only round 4 set a plan aside
     assert "Intel(R) Xeon(R) Processor" in text and "CPUExecutionProvider" in text
     assert "model.onnx" in text and "parity passed" in text
 
