@@ -32,7 +32,8 @@ FULL budget (about 40-60 min on a shared 2-core machine, where training ran at o
 load; about 7 min per seed on a quiet one): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 6 rounds, 1 final epoch; latency settings warmup 10, iterations 100, min_time_s 2; 6
 bisection steps per baseline. `--quick` is a smoke run (batch-8 input, a few batches, tiny sets).
 Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline [--seeds 0,1,2]` (EDGEPRUNE_DATA overrides the
-data root). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
+data root; EDGEPRUNE_BENCH_TRAIN_LIMIT=N fine-tunes every method on the first N training images instead of
+1000, each epoch then N images). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
 the baselines' fine-tuning change; the selection/test split does not) and a summary table follows.
 """
 
@@ -353,6 +354,9 @@ def run(quick: bool = False) -> dict:
     import dataclasses
 
     budget = QUICK if quick else FULL
+    limit = os.environ.get("EDGEPRUNE_BENCH_TRAIN_LIMIT", "").strip()
+    if limit:  # a larger fine-tuning set for every method: less of the outcome left to one short epoch's luck
+        budget = dataclasses.replace(budget, train_limit=int(limit))
     text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
     seeds = [int(v) for v in text.split(",") if v.strip()] if text else [budget.seed]
     per_seed = [run_one(dataclasses.replace(budget, seed=seed)) for seed in seeds]
