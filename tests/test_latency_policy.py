@@ -353,6 +353,13 @@ def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch
     aim = 15.0 * (1 - 0.05 / 2)
     assert info["need_ms"] == pytest.approx(20.0 - aim) and info["saving_ratio"] == 2.0
     assert seen["need"] == pytest.approx((20.0 - aim) / 2) and seen["most"] == pytest.approx((20.0 - 15.0 * 0.95) / 2)
+    # an intermediate round (T = 0.5 from 30 ms): its target is halfway to the aim, and it may go at most
+    # half the remaining way past that, not down to the slack window
+    _, info = p.plan(0.5, [], {}, {}, measured_now=30.0)
+    target = 30.0 - 0.5 * (30.0 - aim)
+    assert info["target_ms"] == pytest.approx(target)
+    assert seen["most"] == pytest.approx((30.0 - target + (target - aim) / 2) / 2)
+    assert info["max_saving_ms"] == pytest.approx(30.0 - target + (target - aim) / 2)
 
 
 def test_a_retry_after_an_overshoot_must_save_less_than_what_overshot_from_the_same_model():
