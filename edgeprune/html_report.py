@@ -386,8 +386,9 @@ def _replanned(r: dict[str, Any]) -> str:
     rejected = [p for p in r.get("probes") or [] if not p.get("accepted")]
     if not rejected:
         return ""
-    where = {"over": "past the slack window", "below": "short of the deadline"}
-    text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {where.get(p.get('status'), p.get('status'))}"
+    from .probing import STATUS_WORDS
+
+    text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {STATUS_WORDS.get(p.get('status'), p.get('status'))}"
                      for p in rejected)
     return f'<div class="muted">re-planned before fine-tuning: {_e(text)}</div>'
 

@@ -17,6 +17,9 @@ from typing import Any
 
 MAX_PROBES = 3  # plans measured per round: the first, then at most two corrections
 
+# how a plan's measurement stands against the deadline (LatencyBudget's status), in words for logs and reports
+STATUS_WORDS = {"over": "past the slack window", "below": "short of the deadline", "met": "within the slack window"}
+
 # the saving ratio a probe may set for the re-plan (measured over predicted), as the planner bounds its own
 RATIO_BOUNDS = (0.5, 3.0)
 

@@ -521,7 +521,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
     (probing.py); returns the accepted probe and every probe."""
     from .latency import layer_widths
-    from .probing import probe_round
+    from .probing import STATUS_WORDS, probe_round
     from .pruning import PruningGraph
 
     deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
@@ -551,11 +551,10 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start,
                                    at_aim=planner.target_is_aim(tried), below_ms=first[1].get("below_ms"),
                                    skip=lambda units: _plan_key(base, units) in overshot)
-    where = {"over": "past the slack window", "below": "short of the deadline", "met": "within the slack window"}
     for p in probes:
         if p is not accepted:
             log(f"round {round_id}: a plan removing {sum(len(u) for u in p.plan.values())} units measured "
-                f"{p.latency['value']:.3f} ms before fine-tuning, {where[p.status]} of {deadline.deadline_ms} ms: "
+                f"{p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of {deadline.deadline_ms} ms: "
                 "not fine-tuned")
             planner.observe(p.info, p.p50)  # a real saving from this start: later rounds spend by it too
     return accepted, probes
