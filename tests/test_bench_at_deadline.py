@@ -25,3 +25,28 @@ def test_the_claim_needs_a_significant_one_point_lead_in_every_seed(capsys):
     assert not lost["(c) uniform L1 (ILP)"]["a_better_by_1pt_significant_in_every_seed"]
     assert lost["(c) uniform L1 (ILP)"]["a_minus_this_pts"] == [10.0, 0.5, 6.0]
     assert "over 3 seeds" in capsys.readouterr().out
+
+
+def test_a_baseline_point_meets_only_when_a_fresh_reading_agrees():
+    """The baselines' bisection applies (a)'s two-reading rule: a lucky first reading is not enough."""
+    import torch
+
+    from bench.bench_at_deadline import bisect
+
+    readings: dict[int, list[float]] = {}  # model width -> p50 of each reading in turn
+    script = {6: [14.0, 16.0, 16.5], 4: [13.0, 13.5], 2: [9.0, 9.0]}  # 6 channels: lucky once, then over
+
+    def build(knob: float):
+        return torch.nn.Conv2d(3, 8 - 2 * int(knob), 1)  # knob 1 -> 6 channels, 2 -> 4, 3 -> 2
+
+    def meter(model, label, **info):
+        width = model.out_channels
+        n = len(readings.setdefault(width, []))
+        readings[width].append(script[width][n])
+        p50 = script[width][n]
+        return {"label": label, **info, "p50_ms": p50, "p50_upper_ms": p50 + 0.1}
+
+    found = bisect(build, 0.0, 3.0, steps=3, meter=meter, deadline=15.0, label="toy")
+    assert len(readings[6]) == 3  # met once, missed once: a third reading decided
+    assert found["knob"] is not None and build(found["knob"]).out_channels == 4  # not the lucky 6
+    assert len(readings[4]) == 2  # met on two readings
