@@ -316,23 +316,12 @@ def test_the_planner_removes_a_bundles_units_from_every_member_and_reports_them(
     assert info["predicted_latency_ms"] == pytest.approx(0.4)
 
 
-class _StreamAndInner:
+class _StreamAndInner(_Independent):
     """A residual stream whose channels are the outputs of three convs (0.1 ms per channel each) and one
     block's inner conv (0.15 ms per channel): per channel, the stream saves twice what the inner conv does."""
 
     per_unit = {"s_a": 0.1, "s_b": 0.1, "s_c": 0.1, "inner": 0.15}
-
-    def __init__(self):
-        self.current = {p: (8, 8) for p in self.per_unit}
-        self.layers = {p: SimpleNamespace(table_key=p) for p in self.per_unit}
-        self.tables = {p: SimpleNamespace(outs=(1, 8), ins=(8,)) for p in self.per_unit}
-
-    def layer_latency(self, path, o, i) -> float:
-        return self.per_unit[path] * o
-
-    def predict(self, widths) -> float:
-        now = dict(self.current, **widths)
-        return sum(self.layer_latency(p, *now[p]) for p in now)
+    size = dict.fromkeys(per_unit, 8)
 
     def groups(self) -> list[ChannelGroup]:
         units = [(u,) for u in range(8)]
