@@ -136,8 +136,8 @@ def bisect(build: Callable[[float], Any], lo: float, hi: float, steps: int, mete
     deadline, not just the last bracket. Equal architectures are measured once. A point meets by the rule
     (a) applies before it stops on a round or delivers a model (edgeprune's `deciding_reading`): a reading
     that meets is taken again in a fresh process, and a third decides when the two disagree. On one reading
-    uniform L1 was credited with r = 0.49 at 15.4 ms against 15.5 ms, and every final re-measurement of that
-    model read over the deadline (15.6 ms), while (a) had to confirm its own rounds.
+    uniform L1 was credited with r = 0.49 at 15.14 ms against 15.50 ms, and both final re-measurements of that
+    model missed the deadline (p50 15.42 and 15.84 ms, upper bounds 15.505 and 15.87 ms), while (a) had to confirm its own rounds.
     """
     from edgeprune.latency import deciding_reading
 
