@@ -702,7 +702,8 @@ def final_candidates(controller: AIAPController, history: list[dict], constraint
 FINAL_REMEASURES = 3  # candidate rounds re-measured before delivering one in latency mode
 
 
-def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]:
+def _confirm_final(s: PruneSession, ranked: list[int], earlier: dict[int, float] | None = None
+                   ) -> tuple[int, list[dict]]:
     """Re-measure the best candidates afresh and deliver the first whose fresh upper bound meets the deadline
     with a margin, else the first that meets it at all.
 
@@ -711,6 +712,11 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
     the deadline missed it by 0.1-2% when the exported artifact was measured once more (benchmark 1), so a
     candidate that clears it by half the slack window is preferred when one of the re-measured does. When
     none meets the deadline now, the one closest to it is delivered (and the run reports a miss).
+
+    `earlier`: per round, the highest upper bound its confirmation readings in the loop gave. Clearing the
+    margin takes every reading, not only the fresh one: a ResNet-56 round confirmed at 14.89 ms against a
+    margin line of 14.63 ms (so the loop pruned once more for margin) re-measured at 14.04 ms, was delivered
+    over the margin round, and its artifact then read 14.99 ms twice, over the 15 ms deadline by its bound.
     """
     from .latency import aim_ms
 
@@ -720,7 +726,7 @@ def _confirm_final(s: PruneSession, ranked: list[int]) -> tuple[int, list[dict]]
     for round_id in ranked[:FINAL_REMEASURES]:
         model, _ = s.model_at(round_id)
         fresh = _fresh(s, model)
-        fresh["with_margin"] = fresh["fresh_upper_ms"] <= margin_line
+        fresh["with_margin"] = max(fresh["fresh_upper_ms"], (earlier or {}).get(round_id, 0.0)) <= margin_line
         tried.append({"round": round_id, **fresh})
         log(f"re-measured round {round_id}: {s.metric} {fresh['fresh_ms']:.3f} ms (upper {fresh['fresh_upper_ms']:.3f}) "
             f"{'meets' if fresh['met'] else 'misses'} {deadline} ms"
@@ -807,7 +813,9 @@ def _finish(s: PruneSession, cfg: PruneConfig, controller: AIAPController, histo
     best = ranked[0] if ranked else None
     confirmed: list[dict] = []
     if best is not None and planner is not None:
-        best, confirmed = _confirm_final(s, ranked)
+        earlier = {r["round"]: max(x["upper"] for x in r["confirmation"]["readings"]) for r in history
+                   if (r.get("confirmation") or {}).get("readings")}
+        best, confirmed = _confirm_final(s, ranked, earlier)
     if best is None:
         raise ConstraintNotMet(
             f"no pruned model met the constraints ({'; '.join(c.describe() for c in constraints)}); "

@@ -245,6 +245,10 @@ def test_final_choice_prefers_a_candidate_clear_of_the_deadline_by_half_the_slac
     s = _FreshSession({5: 9.7, 3: 9.65, 2: 11.0}, deadline=10.0)
     best, tried = _confirm_final(s, [5, 3, 2])
     assert best == 5 and len(tried) == 3
+    # a fresh reading clear of the margin line does not clear a round whose confirmation in the loop did not
+    s = _FreshSession({5: 9.0, 3: 9.5, 2: 8.0}, deadline=10.0)
+    best, tried = _confirm_final(s, [5, 3, 2], earlier={5: 9.85, 3: 9.6})
+    assert best == 3 and [t["with_margin"] for t in tried] == [False, True]
 
 
 def test_final_candidates_rank_within_slack_first_then_least_pruned():
