@@ -382,15 +382,23 @@ def _groups_cell(r: dict[str, Any]) -> str:
 
 
 def _replanned(r: dict[str, Any]) -> str:
-    """The plans of a round measured before fine-tuning and set aside, if any."""
-    rejected = [p for p in r.get("probes") or [] if not p.get("accepted")]
-    if not rejected:
-        return ""
+    """The plans of a round measured before fine-tuning and set aside, if any: the allocator's re-plans, and
+    the uniform-share plan compared with the allocator's (or the allocator's, where the uniform one won)."""
     from .probing import STATUS_WORDS
 
-    text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {STATUS_WORDS.get(p.get('status'), p.get('status'))}"
-                     for p in rejected)
-    return f'<div class="muted">re-planned before fine-tuning: {_e(text)}</div>'
+    probes = r.get("probes") or []
+    lines = []
+    for family, words in (("allocator", "re-planned before fine-tuning"), ("uniform", "uniform-share plan, set aside")):
+        rejected = [p for p in probes if not p.get("accepted") and p.get("family", "allocator") == family]
+        if rejected:
+            text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {STATUS_WORDS.get(p.get('status'), p.get('status'))}"
+                             + (f", {p['params']:,} params" if p.get("params") is not None else "") for p in rejected)
+            lines.append(f'<div class="muted">{words}: {_e(text)}</div>')
+    chosen = next((p for p in probes if p.get("accepted")), None)
+    if chosen is not None and chosen.get("family") == "uniform":
+        lines.append(f'<div class="muted">fine-tuned: the uniform-share plan ({chosen.get("share", 0):.3f} of every '
+                     "dense width), in the slack window with more parameters</div>")
+    return "".join(lines)
 
 
 def _rounds_table(report: dict[str, Any]) -> str:

@@ -107,6 +107,7 @@ class LatencyPlanner:
     allocator: str = "ratio"
     log: list[dict[str, Any]] = field(default_factory=list)
     saving_ratios: list[float] = field(default_factory=list)
+    dense_sizes: dict[str, int] = field(default_factory=dict)  # group id -> units in the dense model
 
     def saving_ratio(self) -> float:
         """Measured over predicted saving of recent rounds (median of the last three; 1 before any).
@@ -158,11 +159,39 @@ class LatencyPlanner:
         spend by, where one is known for this very start (a probe of this round); default: recent rounds'."""
         from .pruning import normalise_per_layer
 
+        cm, target, now, need, most, ratio = self._step(threshold, widths_now, measured_now, saving_ratio)
+        chosen = (allocate(self.allocator, groups, normalise_per_layer(scores), cm, need / ratio, most / ratio,
+                           below_ms) if need > 0 else {})
+        return self._plan_info(chosen.values(), target, need, most, ratio, below_ms, measured_now)
+
+    def uniform_family(self, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
+                       widths_now: dict[str, tuple[int, int]], measured_now: float | None = None,
+                       below_ms: float | None = None) -> tuple[list[tuple[dict[str, list[int]], dict[str, Any]]], int]:
+        """The uniform-share plans (uniform_plan.py) for a round aimed at the deadline, widest share first, and
+        the one to measure first (the widest predicted to save the need). `below_ms`: predicted savings this
+        large already overshot from this model, so those plans are left out."""
+        from .pruning import normalise_per_layer
+        from .uniform_plan import first_to_measure, uniform_options
+
+        cm, target, _now, need, most, ratio = self._step(1.0, widths_now, measured_now, None)
+        if need <= 0 or not self.dense_sizes:
+            return [], 0
+        options = [(share, c) for share, c in uniform_options(groups, normalise_per_layer(scores), cm,
+                                                              self.dense_sizes)
+                   if below_ms is None or c.saving_ms < below_ms]
+        plans = []
+        for share, c in options:
+            units, info = self._plan_info([c], target, need, most, ratio, below_ms, measured_now)
+            plans.append((units, {**info, "share": share}))
+        return plans, first_to_measure(options, need / ratio) if options else 0
+
+    def _step(self, threshold: float, widths_now: dict[str, tuple[int, int]], measured_now: float | None,
+              saving_ratio: float | None) -> tuple[Any, float, float, float, float, float]:
+        """(cost model set to the round's widths, round target, latency now, need, most, saving ratio)."""
         cm = self.cost_model
         cm.set_channels({p: w for p, w in widths_now.items() if p in cm.layers})
-        predicted_now = cm.predict()
         target = self.round_target(threshold)
-        now = measured_now if measured_now is not None else predicted_now
+        now = measured_now if measured_now is not None else cm.predict()
         need = max(0.0, now - target)
         # the most this round may save: down to the bottom of the slack window, under which it overshoots
         most = max(need, now - self.deadline_ms * (1 - self.slack))
@@ -174,9 +203,15 @@ class LatencyPlanner:
             # step ended 7-14 points over it.
             most = max(need, min(most, need + (target - self.aim_ms) / 2))
         ratio = saving_ratio or self.saving_ratio()  # the tables' savings, in measured ms
-        chosen = (allocate(self.allocator, groups, normalise_per_layer(scores), cm, need / ratio, most / ratio,
-                           below_ms) if need > 0 else {})
-        merged = merge_widths(cm.current, chosen.values())
+        return cm, target, now, need, most, ratio
+
+    def _plan_info(self, chosen, target: float, need: float, most: float, ratio: float, below_ms: float | None,
+                   measured_now: float | None) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """The chosen removals as units per group, and the planner's account of them."""
+        cm = self.cost_model
+        chosen = list(chosen)
+        predicted_now = cm.predict()
+        merged = merge_widths(cm.current, chosen)
         predicted_after = cm.predict(merged) if merged else predicted_now
         info = {
             "target_ms": target, "need_ms": need, "max_saving_ms": most, "saving_ratio": ratio,
@@ -186,9 +221,9 @@ class LatencyPlanner:
             "groups": [{"group": c.group, "removed": c.removed, "latency_saving_ms": c.saving_ms,
                         "importance_lost": c.importance, "proxy": c.proxy,
                         **({"members": {g: len(u) for g, u in c.parts}} if c.parts else {})}
-                       for c in chosen.values()],
+                       for c in chosen],
         }
-        return {g: list(u) for c in chosen.values() for g, u in c.removals.items()}, info
+        return {g: list(u) for c in chosen for g, u in c.removals.items()}, info
 
 
 def layer_widths(model) -> dict[str, tuple[int, int]]:

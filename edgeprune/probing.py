@@ -46,7 +46,9 @@ class Probe:
         return {"removed": sum(len(u) for u in self.plan.values()), "predicted_ms": self.info["predicted_latency_ms"],
                 "measured_ms": self.latency["value"], "measured_upper_ms": self.latency["upper"],
                 "measured_p50_ms": self.p50, "saving_ratio": self.info.get("saving_ratio"),
-                "below_ms": self.info.get("below_ms"), "status": self.status, "accepted": accepted}
+                "below_ms": self.info.get("below_ms"), "status": self.status, "accepted": accepted,
+                "family": self.info.get("family", "allocator"), "share": self.info.get("share"),
+                "params": self.info.get("params")}
 
 
 def acceptable(status: str, at_aim: bool) -> bool:
@@ -105,3 +107,37 @@ def probe_round(first: tuple[dict[str, list[int]], dict[str, Any]],
         if probe.status == "over":
             below_ms = predicted if below_ms is None else min(below_ms, predicted)
     return fallback(probes), probes
+
+
+def walk_family(plans: list[tuple[dict[str, list[int]], dict[str, Any]]], start: int,
+                build: Callable[[dict[str, list[int]]], tuple[Any, Any]],
+                measure: Callable[[Any], dict[str, Any]],
+                status: Callable[[dict[str, Any]], str],
+                *, skip: Callable[[dict[str, list[int]]], bool] = lambda plan: False,
+                max_probes: int = MAX_PROBES) -> tuple[Probe | None, list[Probe]]:
+    """Measure a family of plans ordered from least to most pruning (the uniform shares, widest first),
+    starting at `start` and stepping by what each measurement says: past the slack window, one plan back;
+    short of the deadline, one plan on. Stops at a plan in the window (returned), where the steps turn back
+    (the window falls between two neighbours: no plan of the family lands in it), at either end, or after
+    `max_probes` measurements; then returns None and every probe.
+
+    A family this coarse (ResNet-56's shares that save anything on a CPU are 0.75, 0.5 and 0.25 of every width)
+    defeats a ratio-corrected re-plan: the tables under-predicted the halved model's saving by 8%, so the
+    re-plan skipped past it twice. Its neighbours are few, so measuring them is cheaper than predicting."""
+    probes: list[Probe] = []
+    at, direction = start, 0
+    while 0 <= at < len(plans) and len(probes) < max_probes:
+        units, info = plans[at]
+        if not units or skip(units):
+            break
+        model, graph = build(units)
+        latency = measure(model)
+        probe = Probe(units, info, model, graph, latency, status(latency))
+        probes.append(probe)
+        if probe.status == "met":
+            return probe, probes
+        step = -1 if probe.status == "over" else 1
+        if direction and step != direction:
+            break
+        at, direction = at + step, step
+    return None, probes

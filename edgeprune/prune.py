@@ -71,6 +71,7 @@ class PruneConfig:
     latency_ms: float | None = None  # the deadline, checked on the target's metric
     metric: str | None = None  # p50 | p90 | p99 | mean (default: the target's)
     allocator: str = "ratio"  # ratio | knapsack
+    compare_uniform: bool = True  # a round aimed at the deadline also measures the uniform-share plan
     confidence: float = 0.95
     slack: float = 0.05
     # retraining
@@ -386,6 +387,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
             + (f", accuracy {dense['accuracy']:.2f}" if dense["accuracy"] is not None else ""))
     planner = _open_planner(s, dense) if latency_mode else None
     if planner is not None:
+        planner.dense_sizes = {g.id: g.size for g in dense_graph.groups()}  # the uniform-share plan's widths
         for record in history:  # a resumed run re-learns the cost model's correction from what it measured
             if record.get("latency_stats"):
                 planner.cost_model.calibrate(_round_p50(record),
@@ -521,7 +523,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
     (probing.py); returns the accepted probe and every probe."""
     from .latency import layer_widths
-    from .probing import STATUS_WORDS, probe_round
+    from .probing import STATUS_WORDS, probe_round, walk_family
     from .pruning import PruningGraph
 
     deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
@@ -548,16 +550,52 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     def status(latency: dict) -> str:
         return deadline.status(RoundMetrics(latency_ms=latency["value"], latency_upper_ms=latency["upper"]))
 
-    accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start,
-                                   at_aim=planner.target_is_aim(tried), below_ms=first[1].get("below_ms"),
+    at_aim = planner.target_is_aim(tried)
+    accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start, at_aim=at_aim,
+                                   below_ms=first[1].get("below_ms"),
                                    skip=lambda units: _plan_key(base, units) in overshot)
+    families = {id(p): "allocator" for p in probes}
+    if at_aim and s.cfg.compare_uniform:
+        plans, start_at = planner.uniform_family(groups, scores, widths_now, measured_now=start,
+                                                 below_ms=first[1].get("below_ms"))
+        measured = {_plan_key(base, p.plan) for p in probes}
+        fresh = [n for n, (units, _info) in enumerate(plans) if _plan_key(base, units) not in measured]
+        if fresh:  # a share the allocator's plans already were is not measured again
+            start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
+            other, more = walk_family([plans[n] for n in fresh], start_at, build, s.measure_latency, status,
+                                      skip=lambda units: _plan_key(base, units) in overshot)
+            families.update({id(p): "uniform" for p in more})
+            probes += more
+            if other is not None:
+                accepted = _more_capacity(accepted, other, round_id)
     for p in probes:
+        p.info.update(family=families[id(p)], params=_params(p.model))
         if p is not accepted:
-            log(f"round {round_id}: a plan removing {sum(len(u) for u in p.plan.values())} units measured "
-                f"{p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of {deadline.deadline_ms} ms: "
-                "not fine-tuned")
+            log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
+                f"units measured {p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of "
+                f"{deadline.deadline_ms} ms: not fine-tuned")
             planner.observe(p.info, p.p50)  # a real saving from this start: later rounds spend by it too
     return accepted, probes
+
+
+def _params(model) -> int:
+    return sum(int(p.numel()) for p in model.parameters())
+
+
+def _more_capacity(allocated, uniform, round_id: int):
+    """Of the allocator's plan and the uniform-share plan (uniform_plan.py), the one to fine-tune: the plan in
+    the slack window; where both are, the one keeping more parameters."""
+    if uniform.status != "met":
+        return allocated
+    if allocated.status == "met" and _params(allocated.model) >= _params(uniform.model):
+        log(f"round {round_id}: the uniform-share plan keeps {_params(uniform.model):,} parameters, the "
+            f"allocator's {_params(allocated.model):,}: the allocator's is fine-tuned")
+        return allocated
+    log(f"round {round_id}: the uniform-share plan ({uniform.info.get('share'):.3f} of every dense width) measured "
+        f"{uniform.latency['value']:.3f} ms with {_params(uniform.model):,} parameters; the allocator's "
+        f"{allocated.latency['value']:.3f} ms ({allocated.status}) with {_params(allocated.model):,}: "
+        "the uniform-share plan is fine-tuned")
+    return uniform
 
 
 def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, state: dict, history: list[dict],

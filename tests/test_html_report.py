@@ -53,7 +53,9 @@ def latency_report() -> dict:
         rnd(4, 3, 1.0, 1.16, 1.17, 90.6, "done", {"accuracy": "below", "latency": "met"}),
     ]
     rounds[3]["probes"] = [{"measured_ms": 1.09, "status": "over", "accepted": False},
-                           {"measured_ms": 1.16, "status": "met", "accepted": True}]
+                           {"measured_ms": 1.16, "status": "met", "accepted": True},
+                           {"measured_ms": 1.15, "status": "met", "accepted": False, "family": "uniform",
+                            "share": 0.5, "params": 90_000}]
     return {
         "schema_version": 1, "kind": "edgeprune.prune_report",
         "config": {"model": "resnet20", "output": "run", "target": "cpu", "method": "aiap", "importance": "activation",
@@ -147,6 +149,7 @@ def test_latency_report_has_every_part(tmp_path):
     assert "(1.17)" in text  # predicted latency next to the measured one
     assert "re-planned before fine-tuning: 1.09 ms, past the slack window" in text
     assert text.count("re-planned before fine-tuning") == 1  # only round 4 set a plan aside
+    assert "uniform-share plan, set aside: 1.15 ms, within the slack window, 90,000 params" in text
     assert "Intel(R) Xeon(R) Processor" in text and "CPUExecutionProvider" in text
     assert "model.onnx" in text and "parity passed" in text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeprune.probing import MAX_PROBES, probe_round
+from edgeprune.probing import MAX_PROBES, probe_round, walk_family
 
 DEADLINE, SLACK, START = 10.0, 0.05, 20.0
 
@@ -88,3 +88,37 @@ def test_a_replan_known_to_fail_or_empty_ends_the_probing():
     s = Script([10.0], [15.0])  # the re-plan selects nothing
     accepted, probes = s.run()
     assert len(probes) == 1 and accepted is probes[0]
+
+
+def _walk(measured: list[float], start: int, **kw):
+    """A family of plans ordered from least to most pruning: plan n removes n + 1 units and reads measured[n]."""
+    plans = [({"g": list(range(n + 1))}, {"share": 1 - n / 10}) for n in range(len(measured))]
+
+    def measure(model):
+        ms = measured[len(model["g"]) - 1]
+        return {"value": ms, "upper": ms, "latency_ms": {"p50": ms}}
+
+    return walk_family(plans, start, lambda units: (units, None), measure, status, **kw)
+
+
+def test_the_walk_steps_back_from_a_plan_past_the_window_to_the_one_in_it():
+    # the coarse family of ResNet-56 on a CPU: the tables said plan 2, which reads far past the window
+    accepted, probes = _walk([15.0, 9.7, 6.0, 4.0], start=2)
+    assert [p.info["share"] for p in probes] == [0.8, 0.9] and accepted is probes[1]
+
+
+def test_the_walk_steps_on_from_a_plan_short_of_the_deadline():
+    accepted, probes = _walk([15.0, 12.0, 9.8, 4.0], start=0)
+    assert [len(p.plan["g"]) for p in probes] == [1, 2, 3] and accepted is probes[2]
+
+
+def test_the_walk_stops_where_the_window_falls_between_two_neighbours():
+    accepted, probes = _walk([15.0, 12.0, 8.0, 4.0], start=2)  # 12 is short, 8 is past: nothing lands in it
+    assert accepted is None and [len(p.plan["g"]) for p in probes] == [3, 2]
+
+
+def test_the_walk_stops_at_the_end_of_the_family_and_after_max_probes():
+    accepted, probes = _walk([8.0, 7.0], start=1)
+    assert accepted is None and len(probes) == 2  # past the window even at the widest share
+    accepted, probes = _walk([20.0, 19.0, 18.0, 17.0, 16.0, 9.8], start=0)
+    assert accepted is None and len(probes) == MAX_PROBES

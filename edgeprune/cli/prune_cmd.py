@@ -44,6 +44,9 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="latency metric the deadline is checked on (default: the target's, p50 unless set)")
 @click.option("--allocator", type=click.Choice(["ratio", "knapsack"]), default="ratio", show_default=True,
               help="ratio: highest latency saved per importance lost first; knapsack: most importance kept")
+@click.option("--compare-uniform/--no-compare-uniform", default=True, show_default=True,
+              help="a round aimed at the deadline also measures the uniform-share plan (every group at one share "
+                   "of its dense width) and fine-tunes whichever lands in the slack window with more parameters")
 @click.option("--confidence", default=0.95, show_default=True,
               help="the deadline holds only when this upper confidence bound of the metric is under it")
 @click.option("--slack", default=0.05, show_default=True, help="how far under a budget still counts as met")
@@ -65,8 +68,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @QUIET_OPTION
 def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key, warmup, iterations, min_time,
           data, val_data, test_data, mean, std, importance, importance_p, calib_images, aggregate, method,
-          weighting, fraction, step, max_rounds, max_acc_drop, params_reduction, max_params, memory_mb, latency_ms, metric, allocator, confidence, slack,
-          finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
+          weighting, fraction, step, max_rounds, max_acc_drop, params_reduction, max_params, memory_mb, latency_ms, metric, allocator, compare_uniform,
+          confidence, slack, finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
           max_batches, seed, output, resume, force, fmt, quiet) -> None:
     """Prune MODEL's filters until the constraints hold; write the pruned model, ONNX and report to -o."""
     from ..prune import PruneConfig, run_prune
@@ -78,7 +81,7 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
         importance_p=importance_p, calib_images=calib_images, aggregate=aggregate, method=method,
         weighting=weighting, fraction=fraction, step=step, max_rounds=max_rounds, max_acc_drop=max_acc_drop,
         params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb, latency_ms=latency_ms,
-        metric=metric, allocator=allocator, confidence=confidence, slack=slack,
+        metric=metric, allocator=allocator, compare_uniform=compare_uniform, confidence=confidence, slack=slack,
         finetune_epochs=finetune_epochs, final_epochs=final_epochs, train_limit=train_limit,
         batch_size=batch_size, lr=lr, retrain=retrain, rewind_snapshot=rewind_snapshot,
         rewind_epoch=rewind_epoch, max_batches=max_batches, seed=seed, resume=resume, force=force,
