@@ -46,7 +46,30 @@ def test_a_baseline_point_meets_only_when_a_fresh_reading_agrees():
         p50 = script[width][n]
         return {"label": label, **info, "p50_ms": p50, "p50_upper_ms": p50 + 0.1}
 
-    found = bisect(build, 0.0, 3.0, steps=3, meter=meter, deadline=15.0, label="toy")
+    found = bisect(build, 0.0, 3.0, steps=3, meter=meter, deadline=15.0, label="toy", scan=0)
     assert len(readings[6]) == 3  # met once, missed once: a third reading decided
     assert found["knob"] is not None and build(found["knob"]).out_channels == 4  # not the lucky 6
     assert len(readings[4]) == 2  # met on two readings
+
+
+def test_a_knob_under_the_bisections_answer_that_meets_is_found_by_the_scan():
+    """Latency that is not monotone in the knob (widths on and off the kernels' blocking): the bisection
+    reads the middle as too slow and settles higher; the scan finds the smaller knob that meets."""
+    import torch
+
+    from bench.bench_at_deadline import bisect
+
+    def latency(knob: float) -> float:  # fast only on a narrow step around 0.5, and past 0.6
+        return 14.0 if 0.48 <= knob <= 0.52 else (13.0 if knob >= 0.6 else 20.0)
+
+    def meter(model, label, **info):
+        p50 = latency(model.out_channels / 1000)
+        return {"label": label, **info, "p50_ms": p50, "p50_upper_ms": p50 + 0.1}
+
+    def build(knob: float):  # one width per knob, so no two knobs share a measurement
+        return torch.nn.Conv2d(1, max(1, round(knob * 1000)), 1)
+
+    without = bisect(build, 0.0, 0.9, steps=6, meter=meter, deadline=15.0, label="toy", scan=0)
+    assert without["knob"] >= 0.6  # 0.45 and 0.5625 read too slow: the step at 0.5 is never tried
+    found = bisect(build, 0.0, 0.9, steps=6, meter=meter, deadline=15.0, label="toy", scan=12)
+    assert 0.48 <= found["knob"] <= 0.52
