@@ -574,7 +574,9 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
             log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
                 f"units measured {p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of "
                 f"{deadline.deadline_ms} ms: not fine-tuned")
-            planner.observe(p.info, p.p50)  # a real saving from this start: later rounds spend by it too
+            # a real saving from this start: later rounds spend by it too (the allocator's plans only; see
+            # LatencyPlanner.observe)
+            planner.observe(p.info, p.p50)
     return accepted, probes
 
 

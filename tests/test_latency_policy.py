@@ -329,6 +329,9 @@ def test_the_saving_ratio_is_measured_over_predicted_saving_of_recent_rounds():
     assert p.observe(info, 20.0) == 0.5  # measured slower: bounded, not negative
     p.observe(info, 15.8)  # as predicted
     assert p.saving_ratio() == pytest.approx(1.0)  # median of 2.41, 0.5, 1.0
+    # the uniform family's plans are not the allocator's: their ratios do not change what it spends by
+    assert p.observe({**info, "family": "uniform"}, 10.0) is None
+    assert p.saving_ratios[-1] == pytest.approx(1.0) and p.saving_ratio() == pytest.approx(1.0)
 
 
 def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch):
