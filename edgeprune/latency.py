@@ -187,7 +187,7 @@ class LatencyPlanner:
         plans = []
         for share, c in options:
             units, info = self._plan_info([c], target, need, most, ratio, below_ms, measured_now)
-            plans.append((units, {**info, "share": share}))
+            plans.append((units, {**info, "family": "uniform", "share": share}))
         return plans, first_to_measure(options, need / ratio) if options else 0
 
     def _step(self, threshold: float, widths_now: dict[str, tuple[int, int]], measured_now: float | None,

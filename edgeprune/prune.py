@@ -554,7 +554,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start, at_aim=at_aim,
                                    below_ms=first[1].get("below_ms"),
                                    skip=lambda units: _plan_key(base, units) in overshot)
-    families = {id(p): "allocator" for p in probes}
+    other = None
     if at_aim and s.cfg.compare_uniform:
         plans, start_at = planner.uniform_family(groups, scores, widths_now, measured_now=start,
                                                  below_ms=first[1].get("below_ms"))
@@ -564,14 +564,14 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
             start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
             other, more = walk_family([plans[n] for n in fresh], start_at, build, s.measure_latency, status,
                                       skip=lambda units: _plan_key(base, units) in overshot)
-            families.update({id(p): "uniform" for p in more})
             probes += more
-            if other is not None:
-                accepted = _more_capacity(accepted, other, round_id)
     for p in probes:
-        p.info.update(family=families[id(p)], params=_params(p.model))
+        p.info["params"] = _params(p.model)
+    if other is not None:
+        accepted = _more_capacity(accepted, other, round_id)
+    for p in probes:
         if p is not accepted:
-            log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
+            log(f"round {round_id}: a plan ({p.info.get('family', 'allocator')}) removing {sum(len(u) for u in p.plan.values())} "
                 f"units measured {p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of "
                 f"{deadline.deadline_ms} ms: not fine-tuned")
             # a real saving from this start: later rounds spend by it too (the allocator's plans only; see
@@ -586,17 +586,17 @@ def _params(model) -> int:
 
 def _more_capacity(allocated, uniform, round_id: int):
     """Of the allocator's plan and the uniform-share plan (uniform_plan.py), the one to fine-tune: the plan in
-    the slack window; where both are, the one keeping more parameters."""
+    the slack window; where both are, the one keeping more parameters (each probe's `params`)."""
     if uniform.status != "met":
         return allocated
-    if allocated.status == "met" and _params(allocated.model) >= _params(uniform.model):
-        log(f"round {round_id}: the uniform-share plan keeps {_params(uniform.model):,} parameters, the "
-            f"allocator's {_params(allocated.model):,}: the allocator's is fine-tuned")
+    kept_a, kept_u = allocated.info["params"], uniform.info["params"]
+    if allocated.status == "met" and kept_a >= kept_u:
+        log(f"round {round_id}: the uniform-share plan keeps {kept_u:,} parameters, the allocator's {kept_a:,}: "
+            "the allocator's is fine-tuned")
         return allocated
     log(f"round {round_id}: the uniform-share plan ({uniform.info.get('share'):.3f} of every dense width) measured "
-        f"{uniform.latency['value']:.3f} ms with {_params(uniform.model):,} parameters; the allocator's "
-        f"{allocated.latency['value']:.3f} ms ({allocated.status}) with {_params(allocated.model):,}: "
-        "the uniform-share plan is fine-tuned")
+        f"{uniform.latency['value']:.3f} ms with {kept_u:,} parameters; the allocator's "
+        f"{allocated.latency['value']:.3f} ms ({allocated.status}) with {kept_a:,}: the uniform-share plan is fine-tuned")
     return uniform
 
 

@@ -114,7 +114,8 @@ def test_kept_width_rounds_half_up_and_keeps_a_unit():
 
 def _probe(status: str, width: int, ms: float):
     model = nn.Linear(width, 10)
-    return SimpleNamespace(status=status, model=model, latency={"value": ms}, info={"share": 0.5})
+    params = sum(p.numel() for p in model.parameters())
+    return SimpleNamespace(status=status, model=model, latency={"value": ms}, info={"share": 0.5, "params": params})
 
 
 @pytest.mark.parametrize("allocated, uniform, chosen", [
