@@ -566,12 +566,13 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
                                       skip=lambda units: _plan_key(base, units) in overshot)
             probes += more
     for p in probes:
+        p.info.setdefault("family", "allocator")  # the round's record says which family its plan came from
         p.info["params"] = _params(p.model)
     if other is not None:
         accepted = _more_capacity(accepted, other, round_id)
     for p in probes:
         if p is not accepted:
-            log(f"round {round_id}: a plan ({p.info.get('family', 'allocator')}) removing {sum(len(u) for u in p.plan.values())} "
+            log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
                 f"units measured {p.latency['value']:.3f} ms before fine-tuning, {STATUS_WORDS[p.status]} of "
                 f"{deadline.deadline_ms} ms: not fine-tuned")
             # a real saving from this start: later rounds spend by it too (the allocator's plans only; see
