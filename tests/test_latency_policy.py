@@ -87,6 +87,22 @@ def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
     assert sp["speedup"] == pytest.approx(DENSE_MS / r["final_latency_ms"]["p50"], rel=0.01) and sp["speedup"] > 1
 
 
+def test_an_intermediate_round_takes_a_uniform_share_that_lands_at_the_deadline(fake_target, tmp_path):
+    # Round 1 aims halfway (T = 0.5), but every width halved reads 0.14 ms on the staircase, inside the window
+    # of a 0.145 ms deadline: that model is fine-tuned at once and the run ends on round 1, instead of training
+    # a halfway model that round 2 would prune again.
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    first = r["rounds"][0]
+    assert first["threshold"] == pytest.approx(0.5)
+    accepted = [p for p in first["probes"] if p["accepted"]]
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
+    halfway = [p for p in first["probes"] if p["family"] == "allocator"]
+    assert halfway and all(p["status"] == "below" for p in halfway)  # the round's own plan, set aside
+    assert first["latency_ms"] == pytest.approx(0.14, rel=0.01) and first["verdict"] == "done"
+    assert r["best_round"] == 1 and r["deadline_met"]
+    assert r["channels"]["after"] == {name: width // 2 for name, width in r["channels"]["before"].items()}
+
+
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
     with pytest.raises(ConstraintNotMet, match="below the floor"):
         prune(_cfg(fake_target, tmp_path / "floor", 0.02))

@@ -45,8 +45,9 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--allocator", type=click.Choice(["ratio", "knapsack"]), default="ratio", show_default=True,
               help="ratio: highest latency saved per importance lost first; knapsack: most importance kept")
 @click.option("--compare-uniform/--no-compare-uniform", default=True, show_default=True,
-              help="a round aimed at the deadline also measures the uniform-share plan (every group at one share "
-                   "of its dense width) and fine-tunes whichever lands in the slack window with more parameters")
+              help="every latency round also measures the uniform-share plans (every group at one share of its "
+                   "dense width) aimed at the deadline, and fine-tunes one that lands in the slack window instead of "
+                   "the round's own plan unless that one lands there with more parameters")
 @click.option("--confidence", default=0.95, show_default=True,
               help="the deadline holds only when this upper confidence bound of the metric is under it")
 @click.option("--slack", default=0.05, show_default=True, help="how far under a budget still counts as met")
