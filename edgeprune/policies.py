@@ -114,12 +114,17 @@ class LatencyBudget(Constraint):
 def verdict(constraints: list[Constraint], metrics: RoundMetrics) -> tuple[Verdict, dict[str, str]]:
     """Combine the constraints: any 'over' overshoots; every budget 'met' ends the run; else keep going."""
     states = {c.name: c.status(metrics) for c in constraints}
+    return verdict_of(constraints, states), states
+
+
+def verdict_of(constraints: list[Constraint], states: dict[str, str]) -> Verdict:
+    """The verdict of per-constraint states (see `verdict`)."""
     if "over" in states.values():
-        return Verdict.OVERSHOOT, states
+        return Verdict.OVERSHOOT
     budgets = [c for c in constraints if c.is_budget]
     if budgets and all(states[c.name] == "met" for c in budgets):
-        return Verdict.DONE, states
-    return Verdict.GOOD, states
+        return Verdict.DONE
+    return Verdict.GOOD
 
 
 def binding(constraints: list[Constraint], states: dict[str, str]) -> list[str]:

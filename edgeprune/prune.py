@@ -27,6 +27,7 @@ from .policies import (
     RoundMetrics,
     binding,
     verdict,
+    verdict_of,
 )
 from .progress import Progress, training_callback
 from .rundir import RunDir
@@ -523,7 +524,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
     (probing.py); returns the accepted probe and every probe."""
     from .latency import layer_widths
-    from .probing import MAX_PROBES, STATUS_WORDS, probe_round, walk_family
+    from .probing import MAX_PROBES, STATUS_WORDS, probe_round, walk_family, window_between
     from .pruning import PruningGraph
 
     deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
@@ -554,7 +555,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     accepted, probes = probe_round(first, plan, build, s.measure_latency, status, start_p50=start, at_aim=at_aim,
                                    below_ms=first[1].get("below_ms"),
                                    skip=lambda units: _plan_key(base, units) in overshot)
-    other = None
+    other = between = None
     if s.cfg.compare_uniform:
         # Every round, not only those aimed at the deadline: the uniform plans aim at the deadline itself, and one
         # that lands in the window from an intermediate round skips a round whose fine-tuning is spent on a
@@ -567,15 +568,20 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         fresh = [n for n, (units, _info) in enumerate(plans) if _plan_key(base, units) not in measured]
         if fresh:  # a share the allocator's plans already were is not measured again
             start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
-            other, more = walk_family([plans[n] for n in fresh], start_at, build, s.measure_latency, status,
+            family = [plans[n] for n in fresh]
+            other, more = walk_family(family, start_at, build, s.measure_latency, status,
                                       skip=lambda units: _plan_key(base, units) in overshot,
                                       max_probes=MAX_PROBES if at_aim else INTERMEDIATE_FAMILY_PROBES)
             probes += more
+            if other is None:
+                between = window_between(family, more, deadline.deadline_ms, deadline.slack)
     for p in probes:
         p.info.setdefault("family", "allocator")  # the round's record says which family its plan came from
         p.info["params"] = _params(p.model)
     if other is not None:
         accepted = _more_capacity(accepted, other, round_id)
+    elif between is not None and accepted.status != "met":
+        accepted = _take_between(*between, round_id)
     for p in probes:
         if p is not accepted:
             log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
@@ -608,6 +614,20 @@ def _more_capacity(allocated, uniform, round_id: int):
         f"{uniform.latency['value']:.3f} ms with {kept_u:,} parameters; the allocator's "
         f"{allocated.latency['value']:.3f} ms ({allocated.status}) with {kept_a:,}: the uniform-share plan is fine-tuned")
     return uniform
+
+
+def _take_between(between, wider, round_id: int):
+    """The uniform share that meets the deadline with the least pruning, where the slack window falls between it
+    and the next wider share (probing.window_between): it is fine-tuned, and the round counts as meeting the
+    deadline though it lands past the window, since no plan of the family lands in it."""
+    between.info["window_between_shares"] = {
+        "share": between.info["share"], "ms": between.latency["value"],
+        "wider_share": wider.info["share"], "wider_ms": wider.latency["value"]}
+    log(f"round {round_id}: the slack window falls between two neighbouring uniform shares: "
+        f"{wider.info['share']:.3f} of every width measured {wider.latency['value']:.3f} ms (short of the deadline), "
+        f"{between.info['share']:.3f} measured {between.latency['value']:.3f} ms (past the window): the "
+        f"{between.info['share']:.3f} share, the least pruning of its family that meets the deadline, is fine-tuned")
+    return between
 
 
 def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, state: dict, history: list[dict],
@@ -677,6 +697,10 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                                 extra={**m.extra, "latency": probe.latency})
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
+    if probe is not None and probe.info.get("window_between_shares") and states.get("latency") == "over":
+        # no plan of the family lands in the window (_take_between): past it is as close as the family gets
+        states = {**states, "latency": "met"}
+        v = verdict_of(constraints, states)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None
     if confirmed is not None and not confirmed["met"]:
         v, states = Verdict.GOOD, {**states, "latency": "below"}

@@ -103,6 +103,22 @@ def test_an_intermediate_round_takes_a_uniform_share_that_lands_at_the_deadline(
     assert r["channels"]["after"] == {name: width // 2 for name, width in r["channels"]["before"].items()}
 
 
+def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_deadline_is_taken(fake_target, tmp_path):
+    # Every width halved reads 0.14 ms: 6.7% under a 0.15 ms deadline, past its 5% window, while the next wider
+    # share reads 0.25 ms. No uniform share lands in the window, so the halved model is fine-tuned and the round
+    # counts as meeting the deadline; before, it was set aside and the allocator's rounds went on.
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.15)).report
+    first = r["rounds"][0]
+    accepted = [p for p in first["probes"] if p["accepted"]]
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "over")]
+    between = first["window_between_shares"]
+    assert between["share"] == 0.5 and between["ms"] == pytest.approx(0.14, rel=0.01)
+    assert between["wider_share"] > 0.5 and between["wider_ms"] > 0.15
+    assert first["constraints"]["latency"] == "met" and first["verdict"] == "done"
+    assert r["best_round"] == 1 and r["deadline_met"]
+    assert r["final_latency_ms"]["p50"] == pytest.approx(0.14, rel=0.01)
+
+
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
     with pytest.raises(ConstraintNotMet, match="below the floor"):
         prune(_cfg(fake_target, tmp_path / "floor", 0.02))

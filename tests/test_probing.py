@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeprune.probing import MAX_PROBES, probe_round, walk_family
+from edgeprune.probing import MAX_PROBES, probe_round, walk_family, window_between
 
 DEADLINE, SLACK, START = 10.0, 0.05, 20.0
 
@@ -122,3 +122,31 @@ def test_the_walk_stops_at_the_end_of_the_family_and_after_max_probes():
     assert accepted is None and len(probes) == 2  # past the window even at the widest share
     accepted, probes = _walk([20.0, 19.0, 18.0, 17.0, 16.0, 9.8], start=0)
     assert accepted is None and len(probes) == MAX_PROBES
+
+
+def _between(measured: list[float], start: int):
+    """window_between over the walk of `_walk`'s family (plan n reads measured[n])."""
+    plans = [({"g": list(range(n + 1))}, {"share": 1 - n / 10}) for n in range(len(measured))]
+
+    def measure(model):
+        ms = measured[len(model["g"]) - 1]
+        return {"value": ms, "upper": ms, "latency_ms": {"p50": ms}}
+
+    accepted, probes = walk_family(plans, start, lambda units: (units, None), measure, status)
+    return accepted, window_between(plans, probes, DEADLINE, SLACK)
+
+
+def test_where_the_window_falls_between_two_neighbours_the_one_that_meets_the_deadline_is_named():
+    # 12 ms is short of the 10 ms deadline, 9.2 ms past its 5% window but within twice the slack
+    accepted, pair = _between([15.0, 12.0, 9.2, 4.0], start=2)
+    assert accepted is None and pair is not None
+    met, wider = pair
+    assert (len(met.plan["g"]), len(wider.plan["g"])) == (3, 2)
+    assert (met.status, wider.status) == ("over", "below")
+
+
+def test_no_share_is_named_past_twice_the_slack_or_without_a_measured_neighbour():
+    assert _between([15.0, 12.0, 8.9, 4.0], start=2)[1] is None  # 11% under the deadline: too far
+    assert _between([9.2, 4.0], start=1)[1] is None  # past the window even at the widest share: nothing short
+    accepted, pair = _between([15.0, 12.0, 9.2, 4.0], start=3)  # walked back from 4.0: the pair is found late
+    assert accepted is None and [len(p.plan["g"]) for p in pair] == [3, 2]
