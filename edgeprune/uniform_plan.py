@@ -4,9 +4,10 @@ Benchmark 2 (README) found the allocator's plans losing to plain uniform pruning
 width lands on the target's kernel blocking: ResNet-56 with every width halved (16/32/64 to 8/16/32) runs at
 0.47-0.50 of its dense latency on the CPU and keeps 215k parameters, while the allocator reached the same
 latency with 70-225k. The allocator never measured that model: its importance pricing sends cuts to the blocks'
-inner convs, and the tables under-predict what thinning the residual streams saves. So a round aimed at the
-deadline also measures the uniform plans nearest the need (probing.py `walk_family`), and the loop keeps the plan that lands in the slack
-window with more parameters (prune.py `_probe`).
+inner convs, and the tables under-predict what thinning the residual streams saves. So every latency round also
+measures the uniform plans nearest the deadline (probing.py `walk_family`), and the loop keeps the plan that lands
+in the slack window with more parameters (prune.py `_probe`): from round 1 on, so that the architecture is not
+reached a round late, after a fine-tuning pass spent on a model pruned again.
 
 A group already thinner than its share (an earlier round cut it) stays as it is. A group outside a bundle whose
 share-cut saves no more, by the tables, than a smaller cut keeps the extra units: the smallest removal with the
