@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_PROBES = 3  # plans measured per round: the first, then at most two corrections
+INTERMEDIATE_FAMILY_PROBES = 2  # uniform shares measured in a round not aimed at the deadline (it has its own plan)
 
 # how a plan's measurement stands against the deadline (LatencyBudget's status), in words for logs and reports
 STATUS_WORDS = {"over": "past the slack window", "below": "short of the deadline", "met": "within the slack window"}

@@ -524,7 +524,14 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
     (probing.py); returns the accepted probe and every probe."""
     from .latency import layer_widths
-    from .probing import MAX_PROBES, STATUS_WORDS, probe_round, walk_family, window_between
+    from .probing import (
+        INTERMEDIATE_FAMILY_PROBES,
+        MAX_PROBES,
+        STATUS_WORDS,
+        probe_round,
+        walk_family,
+        window_between,
+    )
     from .pruning import PruningGraph
 
     deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
@@ -591,9 +598,6 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
             # LatencyPlanner.observe)
             planner.observe(p.info, p.p50)
     return accepted, probes
-
-
-INTERMEDIATE_FAMILY_PROBES = 2  # uniform shares measured in a round not aimed at the deadline
 
 
 def _params(model) -> int:
