@@ -119,6 +119,64 @@ def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_d
     assert r["final_latency_ms"]["p50"] == pytest.approx(0.14, rel=0.01)
 
 
+class FastAfterSetup(WholeModelStaircase):
+    """The staircase on a machine that runs 15% faster once the dense model has been read: every model at once,
+    two timed in one process alike (as a shared machine's load changes between profiler processes)."""
+
+    factor = 1.0
+
+    def _whole(self, onnx_path, per_node, extra_args) -> dict:
+        raw = super()._whole(onnx_path, per_node, extra_args)
+        raw["samples_ms"] = [x * self.factor for x in raw["samples_ms"]]
+        raw["latency_ms"] = {k: (v * self.factor if k != "n" else v) for k, v in raw["latency_ms"].items()}
+        return raw
+
+
+def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_beside_its_start(
+        fake_target, tmp_path, monkeypatch):
+    # The halved model is 0.14 ms, inside the window of a 0.145 ms deadline. After the dense model is read at
+    # 0.35 ms the machine runs 15% faster: the halved model reads 0.119 ms, 18% under the deadline, past the
+    # window and past twice the slack. Timed beside the dense model in one process it runs at 0.40 of it,
+    # 0.14 ms at the dense model's reading: it is taken, and the run ends on round 1.
+    import edgeprune.prune as prune_mod
+
+    monkeypatch.setitem(runners._RUNNERS, "local", FastAfterSetup)
+    monkeypatch.setattr(FastAfterSetup, "factor", 1.0)
+    real_setup = prune_mod._latency_setup
+
+    def then_faster(*args, **kwargs):
+        dense = real_setup(*args, **kwargs)
+        monkeypatch.setattr(FastAfterSetup, "factor", 0.85)
+        return dense
+
+    monkeypatch.setattr(prune_mod, "_latency_setup", then_faster)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    first = r["rounds"][0]
+    accepted = [p for p in first["probes"] if p["accepted"]]
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
+    halved = accepted[0]
+    assert halved["measured_ms"] == pytest.approx(0.85 * 0.14, rel=0.01)
+    assert halved["paired"]["ratio"] == pytest.approx(0.14 / DENSE_MS, rel=0.01)
+    assert halved["paired"]["as_at_start_ms"] == pytest.approx(0.14, rel=0.01)
+    assert first["constraints"]["latency"] == "met" and first["verdict"] == "done"
+    assert r["best_round"] == 1 and r["deadline_met"]
+
+
+def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
+    from edgeprune.probing import judged, paired_reading
+
+    latency = {"value": 0.119, "upper": 0.12, "latency_ms": {"p50": 0.119}}
+    as_read = paired_reading(latency, {"p50_ms": 0.119, "reference_p50_ms": 0.2975, "pairs": 200}, 0.35)
+    assert as_read["as_at_start_ms"] == pytest.approx(0.14)
+    assert judged("over", {**latency, "paired": as_read}, 0.145, 0.05) == "met"
+    # the same plan, over-pruned beside its start model as well: past the window still
+    over_pruned = paired_reading(latency, {"p50_ms": 0.119, "reference_p50_ms": 0.35, "pairs": 200}, 0.35)
+    assert judged("over", {**latency, "paired": over_pruned}, 0.145, 0.05) == "over"
+    assert judged("over", latency, 0.145, 0.05) == "over"  # no pair (a runtime without the A/B mode)
+    # the pair never decides whether the deadline is met: that stays the plan's own reading
+    assert judged("below", {**latency, "paired": as_read}, 0.145, 0.05) == "below"
+
+
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
     with pytest.raises(ConstraintNotMet, match="below the floor"):
         prune(_cfg(fake_target, tmp_path / "floor", 0.02))
