@@ -25,7 +25,7 @@ takes at most one option per bundle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,7 +117,8 @@ def feature_maps(g: ChannelGroup, current: Mapping[str, tuple[int, int]]) -> int
     return max(1, sum(1 for path, role in g.index_map if role == "out" and path in current))
 
 
-def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model) -> dict[str, list[Candidate]]:
+def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model,
+               no_proxy: Collection[str] = ()) -> dict[str, list[Candidate]]:
     """Per group, the removals on the step edges of the group's own saving curve, with predicted savings.
 
     The curve is the whole model's predicted saving for removing the group's k lowest-scored units, every
@@ -125,6 +126,8 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
     from the root layer's output dimension alone misses where time really goes: on an NCHWc CPU the
     output width of a 16-wide conv is padded to the block (flat), while its consumers' input width cuts
     time in proportion, so the group saves even though its root's table is flat along `out`.
+
+    `no_proxy`: groups offered no proportional estimate (one already measured as saving nothing).
     """
     current = dict(cost_model.current)
     base = cost_model.predict(current)
@@ -164,7 +167,8 @@ def candidates(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cos
         # proportional estimate would invent a saving (it did: 1.1 ms per channel of ResNet-56's 16-wide
         # stream at batch 32, which the table measured as no saving at all).
         resolved = longest >= RESOLVED_MS
-        if not options and (not resolved or not (slower or _measured_below(g, current, cost_model))):
+        if not options and g.id not in no_proxy and (
+                not resolved or not (slower or _measured_below(g, current, cost_model))):
             options = _proxy_options(g, s, order, current, cost_model, maps)
         found[g.id] = options
     for members in shared_dimension_bundles(groups, current):
@@ -446,9 +450,11 @@ def _top_up(chosen: dict[str, Candidate], options: dict[str, list[Candidate]], n
 
 
 def allocate(name: str, groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model,
-             need_ms: float, max_ms: float | None = None, below_ms: float | None = None) -> dict[str, Candidate]:
+             need_ms: float, max_ms: float | None = None, below_ms: float | None = None,
+             no_proxy: Collection[str] = ()) -> dict[str, Candidate]:
     """The removals for a round that must save `need_ms` (and, where the allocator can, at most `max_ms`;
-    with the ratio allocator never `below_ms` or more)."""
+    with the ratio allocator never `below_ms` or more). `no_proxy`: see `candidates`."""
     if name not in ALLOCATORS:
         raise EdgepruneError(f"unknown allocator {name!r}; choose one of {', '.join(ALLOCATORS)}")
-    return ALLOCATORS[name](candidates(groups, scores, cost_model), need_ms, Joint(cost_model), max_ms, below_ms)
+    return ALLOCATORS[name](candidates(groups, scores, cost_model, no_proxy), need_ms, Joint(cost_model), max_ms,
+                            below_ms)

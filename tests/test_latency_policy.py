@@ -177,6 +177,26 @@ def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
     assert judged("below", {**latency, "paired": as_read}, 0.145, 0.05) == "below"
 
 
+def test_with_step_one_a_proportional_estimate_that_measured_nothing_is_not_taken_again(fake_target, tmp_path):
+    # Aimed straight at 0.21 ms, round 1 lands on it (0.21 ms; its upper bound a hair over). The need left is
+    # within one staircase step, so round 2 takes a few units of the 16-wide last conv, whose layers are too
+    # short for the tables: a proportional estimate, and on the staircase it saves nothing. Before, every round
+    # after took 1-3 more units of it and the run ended at the round cap, missing the deadline (exit 3). Now
+    # that group's estimate is set aside and the next round takes a real step.
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.6 * DENSE_MS, step=1.0)).report
+    rounds = r["rounds"]
+    assert r["deadline_met"] and len(rounds) < 10
+    proxied = [rd for rd in rounds if rd["groups"] and all(g["proxy"] for g in rd["groups"])]
+    assert proxied, "the staircase no longer leads to a proportional estimate: the test needs another deadline"
+    first = proxied[0]
+    start = next(rd for rd in rounds if rd["round"] == first["base_round"])
+    assert first["latency_ms"] >= start["latency_ms"]  # it saved nothing
+    set_aside = {g["group"] for g in first["groups"]}
+    later = [rd for rd in rounds if rd["round"] > first["round"]]
+    assert later and all(set_aside <= set(rd["proxies_set_aside"]) for rd in later)
+    assert not any(g["proxy"] and g["group"] in set_aside for rd in later for g in rd["groups"])
+
+
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
     with pytest.raises(ConstraintNotMet, match="below the floor"):
         prune(_cfg(fake_target, tmp_path / "floor", 0.02))
@@ -429,7 +449,7 @@ def test_the_allocator_spends_table_ms_corrected_by_the_saving_ratio(monkeypatch
 
     seen = {}
 
-    def fake_allocate(name, groups, scores, cm, need, most, below=None):
+    def fake_allocate(name, groups, scores, cm, need, most, below=None, no_proxy=()):
         seen.update(need=need, most=most)
         return {}
 
