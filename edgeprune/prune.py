@@ -543,6 +543,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     from .probing import (
         INTERMEDIATE_FAMILY_PROBES,
         MAX_PROBES,
+        PAIR_REACH,
         STATUS_WORDS,
         judged,
         paired_reading,
@@ -579,19 +580,22 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     def status(latency: dict) -> str:
         return judged(plain_status(latency), latency, deadline.deadline_ms, deadline.slack)
 
-    def measure(candidate) -> dict:
+    def measure(candidate, short_too: bool) -> dict:
         latency = s.measure_latency(candidate)
-        if start is not None and plain_status(latency) == "over":
-            # past the window: timed beside the start model, in case the machine, not the plan, read fast
+        plain = plain_status(latency)
+        near = latency["value"] <= deadline.deadline_ms * (1 + PAIR_REACH)
+        if start is not None and (plain == "over" or (plain == "below" and short_too and near)):
+            # outside the window: timed beside the start model, in case the machine, not the plan, read so
             pair = s.time_together(candidate, pristine)
             if pair is not None:
                 latency["paired"] = paired_reading(latency, pair, start)
-                _log_paired(round_id, latency, deadline, judged("over", latency, deadline.deadline_ms,
-                                                                deadline.slack))
+                _log_paired(round_id, latency, deadline, status(latency))
         return latency
 
     at_aim = planner.target_is_aim(tried)
-    accepted, probes = probe_round(first, plan, build, measure, status, start_p50=start, at_aim=at_aim,
+    # a plan short of the deadline is what an intermediate round wants: no pair can change its verdict there
+    accepted, probes = probe_round(first, plan, build, lambda m: measure(m, at_aim), status, start_p50=start,
+                                   at_aim=at_aim,
                                    below_ms=first[1].get("below_ms"),
                                    skip=lambda units: _plan_key(base, units) in overshot)
     other = between = None
@@ -608,7 +612,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         if fresh:  # a share the allocator's plans already were is not measured again
             start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
             family = [plans[n] for n in fresh]
-            other, more = walk_family(family, start_at, build, measure, status,
+            other, more = walk_family(family, start_at, build, lambda m: measure(m, True), status,
                                       skip=lambda units: _plan_key(base, units) in overshot,
                                       max_probes=MAX_PROBES if at_aim else INTERMEDIATE_FAMILY_PROBES)
             probes += more
@@ -633,11 +637,14 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
 
 
 def _log_paired(round_id: int, latency: dict, deadline: LatencyBudget, status: str) -> None:
+    from .probing import STATUS_WORDS
+
     paired = latency["paired"]
-    under = 1 - latency["value"] / deadline.deadline_ms
-    verdict_words = ("inside the slack window: the machine read fast, not the plan" if status == "met"
-                     else "still past the slack window")
-    log(f"round {round_id}: a plan read {latency['value']:.3f} ms, {under:.1%} under {deadline.deadline_ms} ms; "
+    off = latency["value"] / deadline.deadline_ms - 1
+    where = f"{-off:.1%} under" if off <= 0 else f"{off:.1%} over"
+    verdict_words = ("judged inside the slack window (fresh readings still decide the deadline)" if status == "met"
+                     else f"{STATUS_WORDS[status]} still")
+    log(f"round {round_id}: a plan read {latency['value']:.3f} ms, {where} {deadline.deadline_ms} ms; "
         f"timed beside its start model it runs at {paired['ratio']:.3f} of it, {paired['as_at_start_ms']:.3f} ms "
         f"at the start's {paired['start_ms']:.3f} ms reading: {verdict_words}")
 
@@ -743,11 +750,11 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                                 extra={**m.extra, "latency": probe.latency})
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
-    if probe is not None and states.get("latency") == "over" and (
+    if probe is not None and states.get("latency") != "met" and (
             probe.status == "met" or probe.info.get("window_between_shares")):
-        # Its own reading put it past the window, but its reading beside the start model put it inside
-        # (probing.judged), or no plan of the family lands in the window (_take_between) and past it is as
-        # close as the family gets.
+        # Its own reading put it outside the window, but its reading beside the start model put it inside
+        # (probing.judged; _confirm_done's fresh readings then decide the deadline), or no plan of the family
+        # lands in the window (_take_between) and past it is as close as the family gets.
         states = {**states, "latency": "met"}
         v = verdict_of(constraints, states)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None

@@ -162,6 +162,35 @@ def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_
     assert r["best_round"] == 1 and r["deadline_met"]
 
 
+def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_readings_decide(
+        fake_target, tmp_path, monkeypatch):
+    # The machine runs 25% slower once the dense model has been read: the halved model reads 0.175 ms, short of
+    # the 0.145 ms deadline. Timed beside the dense model it runs at 0.40 of it, 0.14 ms at the dense model's
+    # reading, inside the window: round 1 fine-tunes it. Whether the deadline is met is then for fresh
+    # readings of it, which still read 0.175 ms: the round is not done, and pruning goes on from it.
+    import edgeprune.prune as prune_mod
+
+    monkeypatch.setitem(runners._RUNNERS, "local", FastAfterSetup)
+    monkeypatch.setattr(FastAfterSetup, "factor", 1.0)
+    real_setup = prune_mod._latency_setup
+
+    def then_slower(*args, **kwargs):
+        dense = real_setup(*args, **kwargs)
+        monkeypatch.setattr(FastAfterSetup, "factor", 1.25)
+        return dense
+
+    monkeypatch.setattr(prune_mod, "_latency_setup", then_slower)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    first = r["rounds"][0]
+    accepted = [p for p in first["probes"] if p["accepted"]]
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
+    assert accepted[0]["measured_ms"] == pytest.approx(1.25 * 0.14, rel=0.01)
+    assert accepted[0]["paired"]["as_at_start_ms"] == pytest.approx(0.14, rel=0.01)
+    assert first["confirmation"]["met"] is False and first["constraints"]["latency"] == "below"
+    assert r["rounds"][1]["base_round"] == 1
+    assert r["final_latency_ms"]["p50"] <= 0.145  # at the slower machine's readings, as delivered
+
+
 def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
     from edgeprune.probing import judged, paired_reading
 
@@ -173,8 +202,12 @@ def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
     over_pruned = paired_reading(latency, {"p50_ms": 0.119, "reference_p50_ms": 0.35, "pairs": 200}, 0.35)
     assert judged("over", {**latency, "paired": over_pruned}, 0.145, 0.05) == "over"
     assert judged("over", latency, 0.145, 0.05) == "over"  # no pair (a runtime without the A/B mode)
-    # the pair never decides whether the deadline is met: that stays the plan's own reading
-    assert judged("below", {**latency, "paired": as_read}, 0.145, 0.05) == "below"
+    # short of the deadline by its own reading: inside the window by the pair is judged there, past it not
+    slow = {"value": 0.175, "upper": 0.176, "latency_ms": {"p50": 0.175}}
+    at_start = paired_reading(slow, {"p50_ms": 0.175, "reference_p50_ms": 0.4375, "pairs": 200}, 0.35)
+    assert judged("below", {**slow, "paired": at_start}, 0.145, 0.05) == "met"
+    too_wide = paired_reading(slow, {"p50_ms": 0.175, "reference_p50_ms": 0.35, "pairs": 200}, 0.35)
+    assert judged("below", {**slow, "paired": too_wide}, 0.145, 0.05) == "below"
 
 
 def test_with_step_one_a_proportional_estimate_that_measured_nothing_is_not_taken_again(fake_target, tmp_path):
