@@ -65,6 +65,17 @@ def paired_reading(latency: dict[str, Any], pair: dict[str, float], start_ms: fl
 
 
 PAIR_REACH = 0.25  # a plan read short of the deadline by at most this share of it is timed beside its start
+# Pairs are taken only where the start model runs at least this long: alternating two short runs can distort
+# their ratio. ResNet-56 at batch 1 (benchmark 1, session 11) read dense against pruned 2.467 against 1.848 ms
+# timed together (0.75), and 1.45 against 0.79-0.92 ms timed alone minutes apart (0.54-0.63); at batch 32 (38 ms)
+# the halved model's ratio to dense read 0.42-0.49 together and about 0.47 alone. One observation at batch 1, so
+# the line is a guard, not a measured boundary.
+PAIR_MIN_MS = 5.0
+
+
+def pairs_apply(start_ms: float | None) -> bool:
+    """Whether a round starting from a model read at `start_ms` may judge its plans by their pairs."""
+    return start_ms is not None and start_ms >= PAIR_MIN_MS
 
 
 def judged(plain: str, latency: dict[str, Any], deadline_ms: float, slack: float) -> str:

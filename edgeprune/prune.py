@@ -547,6 +547,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         STATUS_WORDS,
         judged,
         paired_reading,
+        pairs_apply,
         probe_round,
         walk_family,
         window_between,
@@ -584,7 +585,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         latency = s.measure_latency(candidate)
         plain = plain_status(latency)
         near = latency["value"] <= deadline.deadline_ms * (1 + PAIR_REACH)
-        if start is not None and (plain == "over" or (plain == "below" and short_too and near)):
+        if pairs_apply(start) and (plain == "over" or (plain == "below" and short_too and near)):
             # outside the window: timed beside the start model, in case the machine, not the plan, read so
             pair = s.time_together(candidate, pristine)
             if pair is not None:

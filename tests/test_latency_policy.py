@@ -119,9 +119,10 @@ def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_d
     assert r["final_latency_ms"]["p50"] == pytest.approx(0.14, rel=0.01)
 
 
-class FastAfterSetup(WholeModelStaircase):
-    """The staircase on a machine that runs 15% faster once the dense model has been read: every model at once,
-    two timed in one process alike (as a shared machine's load changes between profiler processes)."""
+class ChangesAfterSetup(WholeModelStaircase):
+    """The staircase on a machine whose speed changes once the dense model has been read (`factor`): every
+    model at once, two timed in one process alike (as a shared machine's load changes between profiler
+    processes)."""
 
     factor = 1.0
 
@@ -132,24 +133,31 @@ class FastAfterSetup(WholeModelStaircase):
         return raw
 
 
+def _machine_changes_after_setup(monkeypatch, factor: float) -> None:
+    import edgeprune.probing as probing
+    import edgeprune.prune as prune_mod
+
+    monkeypatch.setattr(probing, "PAIR_MIN_MS", 0.0)  # the staircase's models run in well under a millisecond
+
+    monkeypatch.setitem(runners._RUNNERS, "local", ChangesAfterSetup)
+    monkeypatch.setattr(ChangesAfterSetup, "factor", 1.0)
+    real_setup = prune_mod._latency_setup
+
+    def then_changed(*args, **kwargs):
+        dense = real_setup(*args, **kwargs)
+        monkeypatch.setattr(ChangesAfterSetup, "factor", factor)
+        return dense
+
+    monkeypatch.setattr(prune_mod, "_latency_setup", then_changed)
+
+
 def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_beside_its_start(
         fake_target, tmp_path, monkeypatch):
     # The halved model is 0.14 ms, inside the window of a 0.145 ms deadline. After the dense model is read at
     # 0.35 ms the machine runs 15% faster: the halved model reads 0.119 ms, 18% under the deadline, past the
     # window and past twice the slack. Timed beside the dense model in one process it runs at 0.40 of it,
     # 0.14 ms at the dense model's reading: it is taken, and the run ends on round 1.
-    import edgeprune.prune as prune_mod
-
-    monkeypatch.setitem(runners._RUNNERS, "local", FastAfterSetup)
-    monkeypatch.setattr(FastAfterSetup, "factor", 1.0)
-    real_setup = prune_mod._latency_setup
-
-    def then_faster(*args, **kwargs):
-        dense = real_setup(*args, **kwargs)
-        monkeypatch.setattr(FastAfterSetup, "factor", 0.85)
-        return dense
-
-    monkeypatch.setattr(prune_mod, "_latency_setup", then_faster)
+    _machine_changes_after_setup(monkeypatch, 0.85)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
     first = r["rounds"][0]
     accepted = [p for p in first["probes"] if p["accepted"]]
@@ -168,18 +176,7 @@ def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_re
     # the 0.145 ms deadline. Timed beside the dense model it runs at 0.40 of it, 0.14 ms at the dense model's
     # reading, inside the window: round 1 fine-tunes it. Whether the deadline is met is then for fresh
     # readings of it, which still read 0.175 ms: the round is not done, and pruning goes on from it.
-    import edgeprune.prune as prune_mod
-
-    monkeypatch.setitem(runners._RUNNERS, "local", FastAfterSetup)
-    monkeypatch.setattr(FastAfterSetup, "factor", 1.0)
-    real_setup = prune_mod._latency_setup
-
-    def then_slower(*args, **kwargs):
-        dense = real_setup(*args, **kwargs)
-        monkeypatch.setattr(FastAfterSetup, "factor", 1.25)
-        return dense
-
-    monkeypatch.setattr(prune_mod, "_latency_setup", then_slower)
+    _machine_changes_after_setup(monkeypatch, 1.25)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
     first = r["rounds"][0]
     accepted = [p for p in first["probes"] if p["accepted"]]
@@ -192,7 +189,9 @@ def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_re
 
 
 def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
-    from edgeprune.probing import judged, paired_reading
+    from edgeprune.probing import PAIR_MIN_MS, judged, paired_reading, pairs_apply
+
+    assert pairs_apply(PAIR_MIN_MS) and not pairs_apply(PAIR_MIN_MS / 2) and not pairs_apply(None)
 
     latency = {"value": 0.119, "upper": 0.12, "latency_ms": {"p50": 0.119}}
     as_read = paired_reading(latency, {"p50_ms": 0.119, "reference_p50_ms": 0.2975, "pairs": 200}, 0.35)
