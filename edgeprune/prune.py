@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,22 +204,6 @@ class PruneSession:
         value, upper = metric_value(m["latency_ms"], m["samples_ms"], self.metric, self.cfg.confidence)
         m.update(value=value, upper=upper)
         return m
-
-    def time_together(self, model, reference) -> dict[str, float] | None:
-        """`model` and `reference` exported and timed pair by pair in one profiler process: each one's p50 and
-        the number of pairs. None where the target's runtime has no A/B mode."""
-        import tempfile
-
-        from .onnx_export import export_onnx
-        from .runners import AB_RUNTIMES
-
-        if self.target.runtime not in AB_RUNTIMES:
-            return None
-        with tempfile.TemporaryDirectory(prefix="edgeprune-pair-") as tmp:
-            first = export_onnx(model, self.loaded.input_shape, Path(tmp) / "model.onnx", model_name=self.loaded.spec)
-            second = export_onnx(reference, self.loaded.input_shape, Path(tmp) / "reference.onnx",
-                                 model_name=self.loaded.spec)
-            return _ab_p50(self, first.path, second.path)
 
     def metrics(self, model, *, latency: bool = True) -> RoundMetrics:
         from .pruning import count_params_flops
@@ -558,6 +543,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     start = _start_latency(state, history, base)
     widths_now = layer_widths(model)
     pristine = copy.deepcopy(model)
+    beside = _BesideStart(s, pristine)
     built: list[bool] = []
 
     def plan(ratio: float | None, below: float | None) -> tuple[dict, dict]:
@@ -587,38 +573,39 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         near = latency["value"] <= deadline.deadline_ms * (1 + PAIR_REACH)
         if pairs_apply(start) and (plain == "over" or (plain == "below" and short_too and near)):
             # outside the window: timed beside the start model, in case the machine, not the plan, read so
-            pair = s.time_together(candidate, pristine)
+            pair = beside.time(candidate)
             if pair is not None:
                 latency["paired"] = paired_reading(latency, pair, start)
                 _log_paired(round_id, latency, deadline, status(latency))
         return latency
 
     at_aim = planner.target_is_aim(tried)
-    # a plan short of the deadline is what an intermediate round wants: no pair can change its verdict there
-    accepted, probes = probe_round(first, plan, build, lambda m: measure(m, at_aim), status, start_p50=start,
-                                   at_aim=at_aim,
-                                   below_ms=first[1].get("below_ms"),
-                                   skip=lambda units: _plan_key(base, units) in overshot)
-    other = between = None
-    if s.cfg.compare_uniform:
-        # Every round, not only those aimed at the deadline: the uniform plans aim at the deadline itself, and one
-        # that lands in the window from an intermediate round skips a round whose fine-tuning is spent on a
-        # model pruned again next round (benchmark 2: the same halved ResNet-56 reached one round later ended
-        # 1.6-5.0 points under uniform pruning on the same training budget). An intermediate round has its own
-        # plan to go on with, so it measures fewer shares.
-        plans, start_at = planner.uniform_family(groups, scores, widths_now, measured_now=start,
-                                                 below_ms=first[1].get("below_ms"))
-        measured = {_plan_key(base, p.plan) for p in probes}
-        fresh = [n for n, (units, _info) in enumerate(plans) if _plan_key(base, units) not in measured]
-        if fresh:  # a share the allocator's plans already were is not measured again
-            start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
-            family = [plans[n] for n in fresh]
-            other, more = walk_family(family, start_at, build, lambda m: measure(m, True), status,
-                                      skip=lambda units: _plan_key(base, units) in overshot,
-                                      max_probes=MAX_PROBES if at_aim else INTERMEDIATE_FAMILY_PROBES)
-            probes += more
-            if other is None:
-                between = window_between(family, more, deadline.deadline_ms, deadline.slack)
+    with beside:  # the start model's export, shared by the round's pairs, goes with it
+        # a plan short of the deadline is what an intermediate round wants: no pair can change its verdict there
+        accepted, probes = probe_round(first, plan, build, lambda m: measure(m, at_aim), status, start_p50=start,
+                                       at_aim=at_aim,
+                                       below_ms=first[1].get("below_ms"),
+                                       skip=lambda units: _plan_key(base, units) in overshot)
+        other = between = None
+        if s.cfg.compare_uniform:
+            # Every round, not only those aimed at the deadline: the uniform plans aim at the deadline itself, and one
+            # that lands in the window from an intermediate round skips a round whose fine-tuning is spent on a
+            # model pruned again next round (benchmark 2: the same halved ResNet-56 reached one round later ended
+            # 1.6-5.0 points under uniform pruning on the same training budget). An intermediate round has its own
+            # plan to go on with, so it measures fewer shares.
+            plans, start_at = planner.uniform_family(groups, scores, widths_now, measured_now=start,
+                                                     below_ms=first[1].get("below_ms"))
+            measured = {_plan_key(base, p.plan) for p in probes}
+            fresh = [n for n, (units, _info) in enumerate(plans) if _plan_key(base, units) not in measured]
+            if fresh:  # a share the allocator's plans already were is not measured again
+                start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
+                family = [plans[n] for n in fresh]
+                other, more = walk_family(family, start_at, build, lambda m: measure(m, True), status,
+                                          skip=lambda units: _plan_key(base, units) in overshot,
+                                          max_probes=MAX_PROBES if at_aim else INTERMEDIATE_FAMILY_PROBES)
+                probes += more
+                if other is None:
+                    between = window_between(family, more, deadline.deadline_ms, deadline.slack)
     for p in probes:
         p.info.setdefault("family", "allocator")  # the round's record says which family its plan came from
         p.info["params"] = _params(p.model)
@@ -918,8 +905,6 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path) -> dict[str, Any] | None:
     The dense latency in the report was measured before pruning began, possibly under other load;
     timing both together is the speedup a user can trust on a shared machine.
     """
-    import tempfile
-
     from .profiling import export_for_target
     from .runners import AB_RUNTIMES
 
@@ -930,6 +915,40 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path) -> dict[str, Any] | None:
         pair = _ab_p50(s, pruned_onnx, dense_onnx)
     d, p = pair["reference_p50_ms"], pair["p50_ms"]
     return {"dense_p50_ms": d, "pruned_p50_ms": p, "speedup": d / p if p else None, "pairs": pair["pairs"]}
+
+
+class _BesideStart:
+    """A round's plans timed pair by pair beside the model the round starts from (the runtime's A/B mode). The
+    start model is exported once, at the first pair, for every pair of the round; a context manager, so that
+    export goes when the round's probing ends."""
+
+    def __init__(self, s: PruneSession, start_model):
+        self.s, self.start_model = s, start_model
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self._start_onnx: Path | None = None
+
+    def __enter__(self) -> _BesideStart:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    def time(self, model) -> dict[str, float] | None:
+        """`model`'s p50 and the start model's, timed together, and the pairs; None where the target's runtime
+        has no A/B mode."""
+        from .profiling import export_for_target
+        from .runners import AB_RUNTIMES
+
+        if self.s.target.runtime not in AB_RUNTIMES:
+            return None
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="edgeprune-pair-")
+        root = Path(self._dir.name)
+        if self._start_onnx is None:
+            self._start_onnx, _ = export_for_target(self.s._as_loaded(self.start_model), root / "start")
+        plan_onnx, _ = export_for_target(self.s._as_loaded(model), root / "plan")
+        return _ab_p50(self.s, plan_onnx, self._start_onnx)
 
 
 def _ab_p50(s: PruneSession, first: Path, second: Path) -> dict[str, float]:
