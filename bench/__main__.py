@@ -23,6 +23,7 @@ BENCHMARKS = {
     "costmodel": "bench.bench_costmodel",
     "deadline": "bench.bench_deadline",
     "at_deadline": "bench.bench_at_deadline",
+    "criteria": "bench.bench_criteria",
 }
 
 RESULTS = Path(__file__).parent / "results"
