@@ -536,6 +536,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         probe_round,
         walk_family,
         window_between,
+        within_reach,
     )
     from .pruning import PruningGraph
 
@@ -566,6 +567,11 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
 
     def status(latency: dict) -> str:
         return judged(plain_status(latency), latency, deadline.deadline_ms, deadline.slack)
+
+    def family_status(latency: dict) -> str:
+        # an intermediate round takes a share within a slack short of the deadline (probing.within_reach)
+        judged_now = status(latency)
+        return judged_now if at_aim else within_reach(judged_now, latency, deadline.deadline_ms, deadline.slack)
 
     def measure(candidate, short_too: bool) -> dict:
         latency = s.measure_latency(candidate)
@@ -600,7 +606,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
             if fresh:  # a share the allocator's plans already were is not measured again
                 start_at = min(sum(1 for n in fresh if n < start_at), len(fresh) - 1)
                 family = [plans[n] for n in fresh]
-                other, more = walk_family(family, start_at, build, lambda m: measure(m, True), status,
+                other, more = walk_family(family, start_at, build, lambda m: measure(m, True), family_status,
                                           skip=lambda units: _plan_key(base, units) in overshot,
                                           max_probes=MAX_PROBES if at_aim else INTERMEDIATE_FAMILY_PROBES)
                 probes += more

@@ -103,6 +103,24 @@ def test_an_intermediate_round_takes_a_uniform_share_that_lands_at_the_deadline(
     assert r["channels"]["after"] == {name: width // 2 for name, width in r["channels"]["before"].items()}
 
 
+def test_an_intermediate_round_takes_a_uniform_share_a_slack_short_of_the_deadline(fake_target, tmp_path):
+    # Every width halved reads 0.14 ms, 1.4% over a 0.138 ms deadline: short of it, within its 5% slack. Round 1
+    # aims halfway, yet it fine-tunes the halved model rather than its own halfway plan, which round 2 would
+    # prune to about the halved one again. Fresh readings of it miss the deadline, so round 2 prunes a little
+    # further from it.
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.138)).report
+    first = r["rounds"][0]
+    assert first["threshold"] == pytest.approx(0.5)
+    accepted = [p for p in first["probes"] if p["accepted"]]
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
+    assert accepted[0]["measured_ms"] == pytest.approx(0.14, rel=0.01)
+    assert first["confirmation"]["met"] is False and first["constraints"]["latency"] == "below"
+    second = r["rounds"][1]
+    assert second["base_round"] == 1
+    assert r["deadline_met"] and r["final_latency_ms"]["p50"] <= 0.138
+    assert sum(r["channels"]["after"].values()) < sum(w // 2 for w in r["channels"]["before"].values())
+
+
 def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_deadline_is_taken(fake_target, tmp_path):
     # Every width halved reads 0.14 ms: 6.7% under a 0.15 ms deadline, past its 5% window, while the next wider
     # share reads 0.25 ms. No uniform share lands in the window, so the halved model is fine-tuned and the round
