@@ -232,7 +232,8 @@ def _headline(report: dict[str, Any]) -> str:
         speed = f"{before / after:.2f}× faster" if before and after else "measured on the target"
         together = report.get("speedup_now") or {}
         if together.get("speedup"):  # the figure to trust on a shared machine: both timed in one process
-            speed = f"{together['speedup']:.2f}× faster (dense and pruned timed together at the end)"
+            speed = (f"{together['speedup']:.2f}× faster (dense and pruned timed close together at the end: "
+                     f"{together.get('how', 'one process, alternating per pair')})")
         vs = f" · deadline {fmt_ms(deadline)} ms" if deadline is not None else ""
         cards.append(_card(f"Latency ({metric})", f"{fmt_ms(before)} → <b>{fmt_ms(after)}</b> ms"
                            if before is not None else f"<b>{fmt_ms(after)}</b> ms", _e(speed + vs),

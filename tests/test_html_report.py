@@ -339,4 +339,7 @@ def test_speedup_timed_together_is_preferred_when_present(tmp_path):
     report = {**latency_report(), "speedup_now": {"dense_p50_ms": 2.2, "pruned_p50_ms": 1.1, "speedup": 2.0,
                                                   "pairs": 200}}
     text = _text(write_html_report(_run_dir(tmp_path, report)).read_text())
-    assert "2.00× faster (dense and pruned timed together at the end)" in text
+    assert "2.00× faster (dense and pruned timed close together at the end: one process, alternating per pair)" in text
+    report["speedup_now"] = {**report["speedup_now"], "how": "four processes: dense, pruned, pruned, dense"}
+    text = _text(write_html_report(_run_dir(tmp_path / "again", report)).read_text())
+    assert "at the end: four processes: dense, pruned, pruned, dense)" in text

@@ -81,8 +81,11 @@ def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
     for rd in r["rounds"]:
         assert {"latency_ms", "predicted_latency_ms", "groups", "prediction_error"} <= set(rd)
         assert all({"group", "latency_saving_ms", "importance_lost"} <= set(g) for g in rd["groups"])
-    # dense and pruned timed together at the end: the staircase's own ratio of the two
+    # dense and pruned timed close together at the end: the staircase's own ratio of the two; its models run
+    # in well under probing.PAIR_MIN_MS, so in four processes rather than alternating in one
     sp = r["speedup_now"]
+    assert sp["how"] == "four processes: dense, pruned, pruned, dense"
+    assert [len(v) for v in sp["readings_ms"].values()] == [2, 2]
     assert sp["dense_p50_ms"] == pytest.approx(DENSE_MS, rel=0.01)
     assert sp["speedup"] == pytest.approx(DENSE_MS / r["final_latency_ms"]["p50"], rel=0.01) and sp["speedup"] > 1
 
@@ -186,6 +189,8 @@ def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_
     assert halved["paired"]["as_at_start_ms"] == pytest.approx(0.14, rel=0.01)
     assert first["constraints"]["latency"] == "met" and first["verdict"] == "done"
     assert r["best_round"] == 1 and r["deadline_met"]
+    assert r["speedup_now"]["how"] == "one process, alternating per pair"  # pairs apply (PAIR_MIN_MS 0 here)
+    assert r["speedup_now"]["speedup"] == pytest.approx(DENSE_MS / 0.14, rel=0.01)
 
 
 def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_readings_decide(
