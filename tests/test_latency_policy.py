@@ -66,6 +66,12 @@ def _cfg(model, out, deadline, **kw):
 DENSE_MS = 0.05 + 0.01 * (4 * 1 + 4 * 4 + 2 * 4 + 1 * 2)  # the staircase's dense latency
 
 
+def _round_one(report: dict) -> tuple[dict, list[dict]]:
+    """Round 1's record and the probes it accepted (the plan it fine-tuned)."""
+    first = report["rounds"][0]
+    return first, [p for p in first["probes"] if p["accepted"]]
+
+
 @pytest.mark.parametrize("allocator", ["ratio", "knapsack"])
 def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
     deadline = 0.6 * DENSE_MS
@@ -95,9 +101,8 @@ def test_an_intermediate_round_takes_a_uniform_share_that_lands_at_the_deadline(
     # of a 0.145 ms deadline: that model is fine-tuned at once and the run ends on round 1, instead of training
     # a halfway model that round 2 would prune again.
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
-    first = r["rounds"][0]
+    first, accepted = _round_one(r)
     assert first["threshold"] == pytest.approx(0.5)
-    accepted = [p for p in first["probes"] if p["accepted"]]
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     halfway = [p for p in first["probes"] if p["family"] == "allocator"]
     assert halfway and all(p["status"] == "below" for p in halfway)  # the round's own plan, set aside
@@ -112,9 +117,8 @@ def test_an_intermediate_round_takes_a_uniform_share_a_slack_short_of_the_deadli
     # prune to about the halved one again. Fresh readings of it miss the deadline, so round 2 prunes a little
     # further from it.
     r = prune(_cfg(fake_target, tmp_path / "run", 0.138)).report
-    first = r["rounds"][0]
+    first, accepted = _round_one(r)
     assert first["threshold"] == pytest.approx(0.5)
-    accepted = [p for p in first["probes"] if p["accepted"]]
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     assert accepted[0]["measured_ms"] == pytest.approx(0.14, rel=0.01)
     assert first["confirmation"]["met"] is False and first["constraints"]["latency"] == "below"
@@ -129,8 +133,7 @@ def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_d
     # share reads 0.25 ms. No uniform share lands in the window, so the halved model is fine-tuned and the round
     # counts as meeting the deadline; before, it was set aside and the allocator's rounds went on.
     r = prune(_cfg(fake_target, tmp_path / "run", 0.15)).report
-    first = r["rounds"][0]
-    accepted = [p for p in first["probes"] if p["accepted"]]
+    first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "over")]
     between = first["window_between_shares"]
     assert between["share"] == 0.5 and between["ms"] == pytest.approx(0.14, rel=0.01)
@@ -180,8 +183,7 @@ def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_
     # 0.14 ms at the dense model's reading: it is taken, and the run ends on round 1.
     _machine_changes_after_setup(monkeypatch, 0.85)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
-    first = r["rounds"][0]
-    accepted = [p for p in first["probes"] if p["accepted"]]
+    first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     halved = accepted[0]
     assert halved["measured_ms"] == pytest.approx(0.85 * 0.14, rel=0.01)
@@ -201,8 +203,7 @@ def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_re
     # readings of it, which still read 0.175 ms: the round is not done, and pruning goes on from it.
     _machine_changes_after_setup(monkeypatch, 1.25)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
-    first = r["rounds"][0]
-    accepted = [p for p in first["probes"] if p["accepted"]]
+    first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     assert accepted[0]["measured_ms"] == pytest.approx(1.25 * 0.14, rel=0.01)
     assert accepted[0]["paired"]["as_at_start_ms"] == pytest.approx(0.14, rel=0.01)
@@ -281,8 +282,7 @@ def test_a_round_slower_than_its_start_is_reported(fake_target, tmp_path, monkey
 
     monkeypatch.setattr(prune_mod, "_slower_than_start", first_round_slower)
     r = prune(_cfg(fake_target, tmp_path / "slow", 0.6 * DENSE_MS)).report
-    first = r["rounds"][0]
-    assert first["slower_than_start_ms"] == 999.0
+    assert r["rounds"][0]["slower_than_start_ms"] == 999.0
     assert all("slower_than_start_ms" not in rd for rd in r["rounds"][1:])
     assert r["deadline_met"]
 
