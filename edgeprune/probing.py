@@ -65,13 +65,14 @@ def paired_reading(latency: dict[str, Any], pair: dict[str, float], start_ms: fl
 
 
 PAIR_REACH = 0.25  # a plan read short of the deadline by at most this share of it is timed beside its start
-# Pairs are taken only where the start model runs at least this long. In one process the two sessions share a
-# thread pool (with a pool each, their idle workers compete for the cores), and the shared pool slows short runs: ResNet-56
-# against its halved model on this CPU (session 12, 4 readings each way, halved/dense ratio of p50s, alone =
-# each model in its own process, interleaved): batch 1 (dense 2.5 ms) 0.72 together against 0.37 alone; batch 8
-# (11 ms) 0.49 against 0.41; batch 32 (39 ms) 0.45 against 0.40, where alone ranged 0.38-0.47 (within their
-# noise). In one process, blocks of 10 runs per model gave the same ratios as alternating every run, so the pool,
-# not the alternation, is what differs. Batch 8 is too far off for a 5% window; 20 ms keeps batch 32.
+# Pairs are taken only where the start model runs at least this long. In one process the two sessions share
+# a thread pool (with a pool each, their idle workers compete for the cores), and the shared pool slows short
+# runs: ResNet-56 against its halved model on this CPU (session 12, 4 readings each way, halved/dense ratio of
+# p50s, alone = each model in its own process, interleaved): batch 1 (dense 2.5 ms) 0.72 together against 0.37
+# alone; batch 8 (11 ms) 0.49 against 0.41; batch 32 (39 ms) 0.45 against 0.40, where alone ranged 0.38-0.47
+# (within their noise). In one process, blocks of 10 runs per model gave the same ratios as alternating every
+# run, so the pool, not the alternation, is what differs. Batch 8 is too far off for a 5% window; 20 ms keeps
+# batch 32.
 PAIR_MIN_MS = 20.0
 
 

@@ -546,6 +546,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     pristine = copy.deepcopy(model)
     beside = _BesideStart(s, pristine)
     built: list[bool] = []
+    at_aim = planner.target_is_aim(tried)
 
     def plan(ratio: float | None, below: float | None) -> tuple[dict, dict]:
         return planner.plan(tried, groups, scores, widths_now, measured_now=start, below_ms=below,
@@ -585,7 +586,6 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
                 _log_paired(round_id, latency, deadline, status(latency))
         return latency
 
-    at_aim = planner.target_is_aim(tried)
     with beside:  # the start model's export, shared by the round's pairs, goes with it
         # a plan short of the deadline is what an intermediate round wants: no pair can change its verdict there
         accepted, probes = probe_round(first, plan, build, lambda m: measure(m, at_aim), status, start_p50=start,

@@ -233,6 +233,20 @@ def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
     assert judged("below", {**slow, "paired": too_wide}, 0.145, 0.05) == "below"
 
 
+def test_a_share_short_by_at_most_the_reach_is_within_reach_by_its_pair_where_it_has_one():
+    from edgeprune.probing import paired_reading, within_reach
+
+    slow = {"value": 0.16, "upper": 0.161, "latency_ms": {"p50": 0.16}}
+    assert within_reach("below", slow, 0.138, 0.05) == "below"  # 16% short by its own reading
+    assert within_reach("below", {**slow, "value": 0.14}, 0.138, 0.05) == "met"  # 1.4% short
+    # short by its own reading, 1.4% short beside its start model (0.14 ms at the start's 0.35 ms reading)
+    near = paired_reading(slow, {"p50_ms": 0.16, "reference_p50_ms": 0.4, "pairs": 200}, 0.35)
+    assert within_reach("below", {**slow, "paired": near}, 0.138, 0.05) == "met"
+    far = paired_reading(slow, {"p50_ms": 0.16, "reference_p50_ms": 0.35, "pairs": 200}, 0.35)
+    assert within_reach("below", {**slow, "paired": far}, 0.138, 0.05) == "below"
+    assert within_reach("over", slow, 0.138, 0.05) == "over"  # only plans short of the deadline move
+
+
 def test_with_step_one_a_proportional_estimate_that_measured_nothing_is_not_taken_again(fake_target, tmp_path):
     # Aimed straight at 0.21 ms, round 1 lands on it (0.21 ms; its upper bound a hair over). The need left is
     # within one staircase step, so round 2 takes a few units of the 16-wide last conv, whose layers are too
