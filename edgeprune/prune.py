@@ -439,9 +439,15 @@ def _overshot_saving(history: list[dict], base: int | None, scale_now: float = 1
 
 
 def _round_p50(record: dict) -> float:
-    """A round's measured p50; where its confirmation read slower (and missed), that fresh reading."""
+    """A round's measured p50; where its confirmation read slower (and missed), that fresh reading; where its
+    plan was timed alone in turn with its start model, the p50 as that start's reading would have read it.
+
+    The last keeps the rounds in one frame when the machine's speed drifts: a round that starts from a kept
+    model's own reading taken in a fast minute aims at the deadline from a start that looks nearer than it is."""
     confirmation = record.get("confirmation") or {}
-    return confirmation["fresh_p50_ms"] if confirmation.get("met") is False else record["latency_stats"]["p50"]
+    if confirmation.get("met") is False:
+        return confirmation["fresh_p50_ms"]
+    return record.get("p50_as_at_start_ms") or record["latency_stats"]["p50"]
 
 
 def _fresh(s: PruneSession, model) -> dict[str, Any]:
@@ -530,6 +536,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         MAX_PROBES,
         PAIR_REACH,
         STATUS_WORDS,
+        disagree,
         judged,
         paired_reading,
         pairs_apply,
@@ -583,6 +590,11 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
             pair = beside.time(candidate)
             if pair is not None:
                 latency["paired"] = paired_reading(latency, pair, start)
+                if disagree(latency, deadline.deadline_ms, deadline.slack):
+                    # one of the two readings is off by more than the window: the plan is timed once more,
+                    # alone and in turn with its start model, and that reading judges it (probing.judged)
+                    latency["paired_in_one_process"] = latency["paired"]
+                    latency["paired"] = paired_reading(latency, beside.time_alone(candidate), start)
                 _log_paired(round_id, latency, deadline, status(latency))
         return latency
 
@@ -626,7 +638,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
                 f"{deadline.deadline_ms} ms: not fine-tuned")
             # a real saving from this start: later rounds spend by it too (the allocator's plans only; see
             # LatencyPlanner.observe)
-            planner.observe(p.info, p.p50)
+            planner.observe(p.info, p.p50_for_saving)
     return accepted, probes
 
 
@@ -637,9 +649,15 @@ def _log_paired(round_id: int, latency: dict, deadline: LatencyBudget, status: s
     off = latency["value"] / deadline.deadline_ms - 1
     where = f"{-off:.1%} under" if off <= 0 else f"{off:.1%} over"
     verdict_words = ("judged inside the slack window (fresh readings still decide the deadline)" if status == "met"
-                     else f"{STATUS_WORDS[status]} still")
+                     else f"judged {STATUS_WORDS[status]}")
+    one_process = latency.get("paired_in_one_process")
+    how = "timed beside its start model"
+    if one_process is not None:
+        how = (f"timed beside its start model in one process it ran at {one_process['ratio']:.3f} of it "
+               f"({one_process['as_at_start_ms']:.3f} ms), more than the slack window from its own reading; "
+               "timed alone in turn with it")
     log(f"round {round_id}: a plan read {latency['value']:.3f} ms, {where} {deadline.deadline_ms} ms; "
-        f"timed beside its start model it runs at {paired['ratio']:.3f} of it, {paired['as_at_start_ms']:.3f} ms "
+        f"{how} it runs at {paired['ratio']:.3f} of it, {paired['as_at_start_ms']:.3f} ms "
         f"at the start's {paired['start_ms']:.3f} ms reading: {verdict_words}")
 
 
@@ -682,6 +700,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                planner, bar: Progress) -> int:
     """Try one threshold; returns the id of the last round written (round_id - 1 when none was)."""
     from .latency import layer_widths
+    from .probing import ALONE
     from .pruning import PruningGraph, build_manifest
     from .selection import SelectionContext, select
 
@@ -744,13 +763,17 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                                 extra={**m.extra, "latency": probe.latency})
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
-    if probe is not None and states.get("latency") != "met" and (
-            probe.status == "met" or probe.info.get("window_between_shares")):
+    alone = probe is not None and (probe.latency.get("paired") or {}).get("how") == ALONE
+    between = probe is not None and probe.info.get("window_between_shares")
+    if alone and not between:
+        # timed alone in turn with its start model, the plan is what that reading says, whichever way
+        states = {**states, "latency": probe.status}
+    elif probe is not None and states.get("latency") != "met" and (probe.status == "met" or between):
         # Its own reading put it outside the window, but its reading beside the start model put it inside
         # (probing.judged; _confirm_done's fresh readings then decide the deadline), or no plan of the family
         # lands in the window (_take_between) and past it is as close as the family gets.
         states = {**states, "latency": "met"}
-        v = verdict_of(constraints, states)
+    v = verdict_of(constraints, states)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None
     if confirmed is not None and not confirmed["met"]:
         v, states = Verdict.GOOD, {**states, "latency": "below"}
@@ -772,6 +795,8 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                             "total": time.perf_counter() - started}, _conv_channels(model))
     record["base_round"] = base
     record["train"] = train
+    if alone:
+        record["p50_as_at_start_ms"] = probe.p50_for_saving
     if slower is not None:
         record["slower_than_start_ms"] = slower
     if confirmed is not None:
@@ -913,11 +938,9 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path, dense_ms: float | None) -> 
     process; else in four profiler processes, dense, pruned, pruned, dense, each model on its own as it is
     deployed. In one process the sessions share a thread pool, which slows short runs: ResNet-56 at batch 1
     read the halved model at 0.72 of dense that way and 0.37 alone (session 12)."""
-    from statistics import median
-
     from .probing import pairs_apply
     from .profiling import export_for_target
-    from .runners import AB_RUNTIMES, open_runner
+    from .runners import AB_RUNTIMES
 
     if s.target.runtime not in AB_RUNTIMES or not pruned_onnx.is_file():
         return None
@@ -928,14 +951,27 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path, dense_ms: float | None) -> 
             d, p = pair["reference_p50_ms"], pair["p50_ms"]
             how: dict[str, Any] = {"how": "one process, alternating per pair", "pairs": pair["pairs"]}
         else:
-            p50s: dict[str, list[float]] = {"dense": [], "pruned": []}
-            with open_runner(s.target) as runner:
-                for name in ("dense", "pruned", "pruned", "dense"):
-                    raw = runner.measure(dense_onnx if name == "dense" else pruned_onnx, per_node=False)
-                    p50s[name].append(float(raw["latency_ms"]["p50"]))
-            d, p = median(p50s["dense"]), median(p50s["pruned"])
-            how = {"how": "four processes: dense, pruned, pruned, dense", "readings_ms": p50s}
+            alone = _in_turn(s, pruned_onnx, dense_onnx)
+            d, p = alone["reference_p50_ms"], alone["p50_ms"]
+            how = {"how": "four processes: dense, pruned, pruned, dense",
+                   "readings_ms": {"dense": alone["reference_readings_ms"], "pruned": alone["readings_ms"]}}
     return {"dense_p50_ms": d, "pruned_p50_ms": p, "speedup": d / p if p else None, **how}
+
+
+def _in_turn(s: PruneSession, model: Path, reference: Path) -> dict[str, Any]:
+    """Two ONNX files timed alone, each in a profiler process of its own, in turn: reference, model, model,
+    reference, so a drift of the machine's speed over the four falls on both medians alike."""
+    from statistics import median
+
+    from .runners import open_runner
+
+    p50s: dict[Path, list[float]] = {model: [], reference: []}
+    with open_runner(s.target) as runner:
+        for path in (reference, model, model, reference):
+            raw = runner.measure(path, per_node=False)
+            p50s[path].append(float(raw["latency_ms"]["p50"]))
+    return {"p50_ms": median(p50s[model]), "reference_p50_ms": median(p50s[reference]),
+            "readings_ms": p50s[model], "reference_readings_ms": p50s[reference]}
 
 
 class _BesideStart:
@@ -947,6 +983,8 @@ class _BesideStart:
         self.s, self.start_model = s, start_model
         self._dir: tempfile.TemporaryDirectory | None = None
         self._start_onnx: Path | None = None
+        self._plan: tuple[Any, Path] | None = None  # the last plan exported, with its file
+        self._plans = 0
 
     def __enter__(self) -> _BesideStart:
         return self
@@ -958,18 +996,35 @@ class _BesideStart:
     def time(self, model) -> dict[str, float] | None:
         """`model`'s p50 and the start model's, timed together, and the pairs; None where the target's runtime
         has no A/B mode."""
-        from .profiling import export_for_target
         from .runners import AB_RUNTIMES
 
         if self.s.target.runtime not in AB_RUNTIMES:
             return None
+        plan_onnx, start_onnx = self._exported(model)
+        return _ab_p50(self.s, plan_onnx, start_onnx)
+
+    def time_alone(self, model) -> dict[str, Any]:
+        """`model`'s p50 and the start model's, each timed alone in turn (`_in_turn`): slower than `time`, but
+        without the shared thread pool that biases it."""
+        from .probing import ALONE
+
+        plan_onnx, start_onnx = self._exported(model)
+        return {**_in_turn(self.s, plan_onnx, start_onnx), "how": ALONE}
+
+    def _exported(self, model) -> tuple[Path, Path]:
+        """The plan's ONNX file and the start model's, each exported once."""
+        from .profiling import export_for_target
+
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="edgeprune-pair-")
         root = Path(self._dir.name)
         if self._start_onnx is None:
             self._start_onnx, _ = export_for_target(self.s._as_loaded(self.start_model), root / "start")
-        plan_onnx, _ = export_for_target(self.s._as_loaded(model), root / "plan")
-        return _ab_p50(self.s, plan_onnx, self._start_onnx)
+        if self._plan is None or self._plan[0] is not model:
+            plan_onnx, _ = export_for_target(self.s._as_loaded(model), root / f"plan{self._plans}")
+            self._plans += 1
+            self._plan = (model, plan_onnx)
+        return self._plan[1], self._start_onnx
 
 
 def _ab_p50(s: PruneSession, first: Path, second: Path) -> dict[str, float]:

@@ -611,3 +611,56 @@ def test_a_plan_landing_past_the_slack_window_is_replanned_before_fine_tuning(mo
     assert all(rd["verdict"] != "overshoot" for rd in r["rounds"])  # nothing past the window was trained
     assert trained[0] == first["widths"]
     assert r["deadline_met"] and r["final_latency_ms"]["p50"] == pytest.approx(0.27, rel=0.01)
+
+
+def test_a_pair_timed_alone_in_turn_judges_the_plan_either_way():
+    from edgeprune.probing import ALONE, disagree, judged, paired_reading
+
+    fast = {"value": 0.175, "upper": 0.176, "latency_ms": {"p50": 0.175}}  # 12.5% under 0.2 ms: past the window
+    # beside its start model in one process it runs at 0.714 of it, 0.25 ms at the start's 0.35 ms reading
+    one_process = paired_reading(fast, {"p50_ms": 0.175, "reference_p50_ms": 0.245, "pairs": 200}, 0.35)
+    assert disagree({**fast, "paired": one_process}, 0.2, 0.05)
+    assert judged("over", {**fast, "paired": one_process}, 0.2, 0.05) == "met"  # in between, by the old rule
+    # the same ratio timed alone in turn: the plan is short of the deadline, as the start model reads
+    alone = paired_reading(fast, {"p50_ms": 0.175, "reference_p50_ms": 0.245, "how": ALONE}, 0.35)
+    assert alone["as_at_start_upper_ms"] == pytest.approx(0.2514, rel=1e-3)
+    assert judged("over", {**fast, "paired": alone}, 0.2, 0.05) == "below"
+    # and the other way: read short on its own, past the window alone in turn
+    slow = {"value": 0.25, "upper": 0.251, "latency_ms": {"p50": 0.25}}
+    quick = paired_reading(slow, {"p50_ms": 0.25, "reference_p50_ms": 0.5, "how": ALONE}, 0.35)
+    assert judged("below", {**slow, "paired": quick}, 0.2, 0.05) == "over"
+    within = paired_reading(slow, {"p50_ms": 0.25, "reference_p50_ms": 0.45, "how": ALONE}, 0.35)
+    assert judged("below", {**slow, "paired": within}, 0.2, 0.05) == "met"
+    # readings that agree within the slack window are left to the one-process pair
+    near = paired_reading(fast, {"p50_ms": 0.175, "reference_p50_ms": 0.35, "pairs": 200}, 0.35)
+    assert not disagree({**fast, "paired": near}, 0.2, 0.05) and not disagree(fast, 0.2, 0.05)
+
+
+def test_a_plan_read_fast_in_a_fast_minute_is_judged_alone_in_turn_with_its_start(fake_target, tmp_path, monkeypatch):
+    # The machine runs 30% faster while the loop measures, and at its usual speed again when the artifact is
+    # checked (benchmark 2, session 12, seed 0). Round 1's plan is 0.25 ms at the usual speed and reads 0.175
+    # ms, 15% under a 0.205 ms deadline; beside the dense model it runs at 0.714 of it, 0.25 ms. Between the two
+    # the old rule judged it inside the window, and its artifact then missed the deadline by 22%. Timed alone
+    # in turn with the dense model, it is short of the deadline; round 2 goes on from it in that frame and
+    # delivers a model of 0.2 ms at the usual speed.
+    import edgeprune.prune as prune_mod
+    from edgeprune.probing import ALONE
+
+    _machine_changes_after_setup(monkeypatch, 0.7)
+    real_finish = prune_mod._finish
+
+    def back_to_usual(*args, **kwargs):
+        monkeypatch.setattr(ChangesAfterSetup, "factor", 1.0)
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(prune_mod, "_finish", back_to_usual)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.205)).report
+    first, accepted = _round_one(r)
+    assert accepted[0]["measured_ms"] == pytest.approx(0.175, rel=0.01)
+    assert accepted[0]["paired_in_one_process"]["as_at_start_ms"] == pytest.approx(0.25, rel=0.01)
+    assert accepted[0]["paired"]["how"] == ALONE and accepted[0]["status"] == "below"
+    assert first["constraints"]["latency"] == "below" and first["p50_as_at_start_ms"] == pytest.approx(0.25, rel=0.01)
+    second = r["rounds"][1]
+    assert second["base_round"] == 1 and second["p50_as_at_start_ms"] == pytest.approx(0.2, rel=0.01)
+    assert r["best_round"] == 2 and r["deadline_met"]
+    assert r["final_latency_ms"]["p50"] == pytest.approx(0.2, rel=0.01)
