@@ -235,6 +235,11 @@ def _headline(report: dict[str, Any]) -> str:
             speed = (f"{together['speedup']:.2f}× faster (dense and pruned timed close together at the end: "
                      f"{together.get('how', 'one process, alternating per pair')})")
         vs = f" · deadline {fmt_ms(deadline)} ms" if deadline is not None else ""
+        drift = report.get("machine_drift") or {}
+        if drift and abs(drift["ratio"] - 1) > ((report.get("config") or {}).get("slack") or 0.05):
+            way = f"{drift['ratio'] - 1:.0%} slower" if drift["ratio"] >= 1 else f"{1 - drift['ratio']:.0%} faster"
+            vs += (f" · the target read the dense model {way} at the end than at the start: at the start's speed "
+                   f"{fmt_ms(drift['final_as_at_start_ms'])} ms")
         cards.append(_card(f"Latency ({metric})", f"{fmt_ms(before)} → <b>{fmt_ms(after)}</b> ms"
                            if before is not None else f"<b>{fmt_ms(after)}</b> ms", _e(speed + vs),
                            "ok" if deadline is None or (after is not None and after <= deadline) else "bad"))

@@ -343,3 +343,16 @@ def test_speedup_timed_together_is_preferred_when_present(tmp_path):
     report["speedup_now"] = {**report["speedup_now"], "how": "four processes: dense, pruned, pruned, dense"}
     text = _text(write_html_report(_run_dir(tmp_path / "again", report)).read_text())
     assert "at the end: four processes: dense, pruned, pruned, dense)" in text
+
+
+def test_a_machine_that_drifted_during_the_run_is_named_on_the_latency_card(tmp_path):
+    from edgeprune.prune import machine_drift
+
+    speedup = {"dense_p50_ms": 2.86, "pruned_p50_ms": 1.3, "speedup": 2.2, "pairs": 200}
+    report = {**latency_report(), "speedup_now": speedup,
+              "machine_drift": machine_drift(2.2, speedup, 1.3, 1.31, 1.2)}
+    text = _text(write_html_report(_run_dir(tmp_path, report)).read_text())
+    assert "the target read the dense model 30% slower at the end than at the start: at the start's speed 1" in text
+    report["machine_drift"] = machine_drift(2.2, {**speedup, "dense_p50_ms": 2.25}, 1.3, 1.31, 1.2)  # within slack
+    text = _text(write_html_report(_run_dir(tmp_path / "again", report)).read_text())
+    assert "the target read the dense model" not in text

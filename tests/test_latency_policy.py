@@ -664,3 +664,38 @@ def test_a_plan_read_fast_in_a_fast_minute_is_judged_alone_in_turn_with_its_star
     assert second["base_round"] == 1 and second["p50_as_at_start_ms"] == pytest.approx(0.2, rel=0.01)
     assert r["best_round"] == 2 and r["deadline_met"]
     assert r["final_latency_ms"]["p50"] == pytest.approx(0.2, rel=0.01)
+
+
+def test_a_deadline_missed_because_the_machine_slowed_at_the_end_says_so(fake_target, tmp_path, monkeypatch):
+    # The loop delivers the halved model, 0.14 ms against 0.145; then the machine runs 30% slower while the
+    # artifact is checked: 0.182 ms, a miss (exit 3). The dense model, timed in turn with it, reads 30% slower
+    # than at the start too, and the message and the report say what the artifact reads at the start's speed.
+    import edgeprune.prune as prune_mod
+
+    _machine_changes_after_setup(monkeypatch, 1.0)
+    real_finish = prune_mod._finish
+
+    def slower_at_the_end(*args, **kwargs):
+        monkeypatch.setattr(ChangesAfterSetup, "factor", 1.3)
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(prune_mod, "_finish", slower_at_the_end)
+    with pytest.raises(ConstraintNotMet) as caught:
+        prune(_cfg(fake_target, tmp_path / "run", 0.145))
+    r = caught.value.result.report
+    assert not r["deadline_met"] and r["final_latency_ms"]["p50"] == pytest.approx(1.3 * 0.14, rel=0.01)
+    drift = r["machine_drift"]
+    assert drift["ratio"] == pytest.approx(1.3, rel=0.01)
+    assert drift["final_as_at_start_ms"] == pytest.approx(0.14, rel=0.01) and drift["deadline_met_as_at_start"]
+    assert "reads the dense model 30% slower now" in str(caught.value)
+    assert "would read p50 0.140 ms" in str(caught.value)
+
+
+def test_machine_drift_needs_both_dense_readings():
+    from edgeprune.prune import machine_drift
+
+    assert machine_drift(None, {"dense_p50_ms": 2.0}, 1.0, 1.1, 1.2) is None
+    assert machine_drift(2.0, None, 1.0, 1.1, 1.2) is None
+    faster = machine_drift(2.0, {"dense_p50_ms": 1.6}, 0.8, 0.88, 0.9)
+    assert faster["ratio"] == pytest.approx(0.8) and faster["final_as_at_start_ms"] == pytest.approx(1.0)
+    assert not faster["deadline_met_as_at_start"]  # met now only because the machine runs fast
