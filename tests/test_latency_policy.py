@@ -636,6 +636,21 @@ def test_a_pair_timed_alone_in_turn_judges_the_plan_either_way():
     assert not disagree({**fast, "paired": near}, 0.2, 0.05) and not disagree(fast, 0.2, 0.05)
 
 
+def _machine_speed(monkeypatch, *, during_the_loop: float, at_the_end: float) -> None:
+    """The staircase read at 1.0 while the dense model is measured, `during_the_loop` after it, and
+    `at_the_end` from the choice of the round to deliver on (prune._finish)."""
+    import edgeprune.prune as prune_mod
+
+    _machine_changes_after_setup(monkeypatch, during_the_loop)
+    real_finish = prune_mod._finish
+
+    def then_changed(*args, **kwargs):
+        monkeypatch.setattr(ChangesAfterSetup, "factor", at_the_end)
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(prune_mod, "_finish", then_changed)
+
+
 def test_a_plan_read_fast_in_a_fast_minute_is_judged_alone_in_turn_with_its_start(fake_target, tmp_path, monkeypatch):
     # The machine runs 30% faster while the loop measures, and at its usual speed again when the artifact is
     # checked (benchmark 2, session 12, seed 0). Round 1's plan is 0.25 ms at the usual speed and reads 0.175
@@ -643,17 +658,9 @@ def test_a_plan_read_fast_in_a_fast_minute_is_judged_alone_in_turn_with_its_star
     # the old rule judged it inside the window, and its artifact then missed the deadline by 22%. Timed alone
     # in turn with the dense model, it is short of the deadline; round 2 goes on from it in that frame and
     # delivers a model of 0.2 ms at the usual speed.
-    import edgeprune.prune as prune_mod
     from edgeprune.probing import ALONE
 
-    _machine_changes_after_setup(monkeypatch, 0.7)
-    real_finish = prune_mod._finish
-
-    def back_to_usual(*args, **kwargs):
-        monkeypatch.setattr(ChangesAfterSetup, "factor", 1.0)
-        return real_finish(*args, **kwargs)
-
-    monkeypatch.setattr(prune_mod, "_finish", back_to_usual)
+    _machine_speed(monkeypatch, during_the_loop=0.7, at_the_end=1.0)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.205)).report
     first, accepted = _round_one(r)
     assert accepted[0]["measured_ms"] == pytest.approx(0.175, rel=0.01)
@@ -670,16 +677,7 @@ def test_a_deadline_missed_because_the_machine_slowed_at_the_end_says_so(fake_ta
     # The loop delivers the halved model, 0.14 ms against 0.145; then the machine runs 30% slower while the
     # artifact is checked: 0.182 ms, a miss (exit 3). The dense model, timed in turn with it, reads 30% slower
     # than at the start too, and the message and the report say what the artifact reads at the start's speed.
-    import edgeprune.prune as prune_mod
-
-    _machine_changes_after_setup(monkeypatch, 1.0)
-    real_finish = prune_mod._finish
-
-    def slower_at_the_end(*args, **kwargs):
-        monkeypatch.setattr(ChangesAfterSetup, "factor", 1.3)
-        return real_finish(*args, **kwargs)
-
-    monkeypatch.setattr(prune_mod, "_finish", slower_at_the_end)
+    _machine_speed(monkeypatch, during_the_loop=1.0, at_the_end=1.3)
     with pytest.raises(ConstraintNotMet) as caught:
         prune(_cfg(fake_target, tmp_path / "run", 0.145))
     r = caught.value.result.report
