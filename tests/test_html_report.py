@@ -348,7 +348,9 @@ def test_speedup_timed_together_is_preferred_when_present(tmp_path):
 def test_a_machine_that_drifted_during_the_run_is_named_on_the_latency_card(tmp_path):
     from edgeprune.prune import machine_drift
 
-    speedup = {"dense_p50_ms": 2.86, "pruned_p50_ms": 1.3, "speedup": 2.2, "pairs": 200}
+    speedup = {"dense_p50_ms": 2.86, "pruned_p50_ms": 1.3, "speedup": 2.2,
+               "how": "four processes: dense, pruned, pruned, dense",
+               "readings_ms": {"dense": [2.86, 2.86], "pruned": [1.3, 1.3]}}
     report = {**latency_report(), "speedup_now": speedup,
               "machine_drift": machine_drift(2.2, speedup, 1.3, 1.31, 1.2)}
     text = _text(write_html_report(_run_dir(tmp_path, report)).read_text())

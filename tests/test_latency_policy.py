@@ -677,7 +677,10 @@ def test_a_deadline_missed_because_the_machine_slowed_at_the_end_says_so(fake_ta
     # The loop delivers the halved model, 0.14 ms against 0.145; then the machine runs 30% slower while the
     # artifact is checked: 0.182 ms, a miss (exit 3). The dense model, timed in turn with it, reads 30% slower
     # than at the start too, and the message and the report say what the artifact reads at the start's speed.
+    import edgeprune.probing as probing
+
     _machine_speed(monkeypatch, during_the_loop=1.0, at_the_end=1.3)
+    monkeypatch.setattr(probing, "PAIR_MIN_MS", 20.0)  # dense and pruned timed alone at the end, as a drift needs
     with pytest.raises(ConstraintNotMet) as caught:
         prune(_cfg(fake_target, tmp_path / "run", 0.145))
     r = caught.value.result.report
@@ -692,8 +695,11 @@ def test_a_deadline_missed_because_the_machine_slowed_at_the_end_says_so(fake_ta
 def test_machine_drift_needs_both_dense_readings():
     from edgeprune.prune import machine_drift
 
-    assert machine_drift(None, {"dense_p50_ms": 2.0}, 1.0, 1.1, 1.2) is None
+    alone = {"readings_ms": {"dense": [2.0, 2.0], "pruned": [1.0, 1.0]}}
+    assert machine_drift(None, {**alone, "dense_p50_ms": 2.0}, 1.0, 1.1, 1.2) is None
     assert machine_drift(2.0, None, 1.0, 1.1, 1.2) is None
-    faster = machine_drift(2.0, {"dense_p50_ms": 1.6}, 0.8, 0.88, 0.9)
+    # a dense model timed in one process beside the pruned one does not compare with its reading alone
+    assert machine_drift(2.0, {"dense_p50_ms": 2.4, "pairs": 200}, 1.0, 1.1, 1.2) is None
+    faster = machine_drift(2.0, {**alone, "dense_p50_ms": 1.6}, 0.8, 0.88, 0.9)
     assert faster["ratio"] == pytest.approx(0.8) and faster["final_as_at_start_ms"] == pytest.approx(1.0)
     assert not faster["deadline_met_as_at_start"]  # met now only because the machine runs fast
