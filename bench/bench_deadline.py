@@ -60,7 +60,7 @@ class Case:
 
 CASES: dict[str, Case] = {
     "cifar_resnet56_b1": Case("zoo:cifar_resnet56", (1, 3, 32, 32), "cifar_resnet56.th", 900),
-    "cifar_resnet56_b32": Case("zoo:cifar_resnet56", (32, 3, 32, 32), "cifar_resnet56.th", 900),
+    "cifar_resnet56_b32": Case("zoo:cifar_resnet56", (32, 3, 32, 32), "cifar_resnet56.th", 1500),
     "resnet18": Case("torchvision:resnet18", (1, 3, 224, 224)),
     "mobilenet_v2": Case("torchvision:mobilenet_v2", (1, 3, 224, 224)),
 }
