@@ -103,12 +103,18 @@ class LatencyBudget(Constraint):
         if m.latency_ms is None:
             return "below"
         upper = m.latency_upper_ms if m.latency_upper_ms is not None else m.latency_ms
-        if upper > self.deadline_ms:
-            return "below"
-        return "met" if m.latency_ms >= self.deadline_ms * (1.0 - self.slack) else "over"
+        return window_status(m.latency_ms, upper, self.deadline_ms, self.slack)
 
     def describe(self) -> str:
         return f"{self.metric} latency <= {self.deadline_ms} ms"
+
+
+def window_status(value_ms: float, upper_ms: float, deadline_ms: float, slack: float) -> str:
+    """below | met | over for a latency reading: over the deadline by its upper bound, inside the slack window
+    under it, or past that window."""
+    if upper_ms > deadline_ms:
+        return "below"
+    return "met" if value_ms >= deadline_ms * (1.0 - slack) else "over"
 
 
 def verdict(constraints: list[Constraint], metrics: RoundMetrics) -> tuple[Verdict, dict[str, str]]:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .policies import window_status
+
 MAX_PROBES = 3  # plans measured per round: the first, then at most two corrections
 INTERMEDIATE_FAMILY_PROBES = 2  # uniform shares measured in a round not aimed at the deadline (it has its own plan)
 
@@ -41,11 +43,16 @@ class Probe:
         return float(self.latency["latency_ms"]["p50"])
 
     @property
+    def timed_alone(self) -> bool:
+        """Whether its pair was timed alone in turn with the start model (`ALONE`), which then judges it."""
+        return (self.latency.get("paired") or {}).get("how") == ALONE
+
+    @property
     def p50_for_saving(self) -> float:
         """The p50 its saving from the start model is read by: as at the start model's reading where the plan
         was timed alone in turn with it (the machine's drift taken out), else its own."""
-        paired = self.latency.get("paired")
-        if paired is not None and paired.get("how") == ALONE:
+        if self.timed_alone:
+            paired = self.latency["paired"]
             return float(paired["ratio"]) * float(paired["start_ms"])
         return self.p50
 
@@ -92,13 +99,6 @@ def disagree(latency: dict[str, Any], deadline_ms: float, slack: float) -> bool:
     if paired is None:
         return False
     return abs(float(latency["value"]) - paired["as_at_start_ms"]) > slack * deadline_ms
-
-
-def window_status(value_ms: float, upper_ms: float, deadline_ms: float, slack: float) -> str:
-    """below | met | over for a reading, as the deadline (policies.LatencyBudget) judges one."""
-    if upper_ms > deadline_ms:
-        return "below"
-    return "met" if value_ms >= deadline_ms * (1 - slack) else "over"
 
 
 PAIR_REACH = 0.25  # a plan read short of the deadline by at most this share of it is timed beside its start

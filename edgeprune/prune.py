@@ -700,7 +700,6 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                planner, bar: Progress) -> int:
     """Try one threshold; returns the id of the last round written (round_id - 1 when none was)."""
     from .latency import layer_widths
-    from .probing import ALONE
     from .pruning import PruningGraph, build_manifest
     from .selection import SelectionContext, select
 
@@ -763,7 +762,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
                                 extra={**m.extra, "latency": probe.latency})
     t_measure = time.perf_counter() - t0
     v, states = verdict(constraints, m)
-    alone = probe is not None and (probe.latency.get("paired") or {}).get("how") == ALONE
+    alone = probe is not None and probe.timed_alone
     between = probe is not None and probe.info.get("window_between_shares")
     if alone and not between:
         # timed alone in turn with its start model, the plan is what that reading says, whichever way
@@ -1018,7 +1017,6 @@ class _BesideStart:
         self._dir: tempfile.TemporaryDirectory | None = None
         self._start_onnx: Path | None = None
         self._plan: tuple[Any, Path] | None = None  # the last plan exported, with its file
-        self._plans = 0
 
     def __enter__(self) -> _BesideStart:
         return self
@@ -1055,8 +1053,7 @@ class _BesideStart:
         if self._start_onnx is None:
             self._start_onnx, _ = export_for_target(self.s._as_loaded(self.start_model), root / "start")
         if self._plan is None or self._plan[0] is not model:
-            plan_onnx, _ = export_for_target(self.s._as_loaded(model), root / f"plan{self._plans}")
-            self._plans += 1
+            plan_onnx, _ = export_for_target(self.s._as_loaded(model), root / "plan")
             self._plan = (model, plan_onnx)
         return self._plan[1], self._start_onnx
 
