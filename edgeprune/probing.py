@@ -66,7 +66,8 @@ class Probe:
                 "below_ms": self.info.get("below_ms"), "status": self.status, "accepted": accepted,
                 "family": self.info.get("family", "allocator"), "share": self.info.get("share"),
                 "params": self.info.get("params"), "paired": self.latency.get("paired"),
-                "paired_in_one_process": self.latency.get("paired_in_one_process")}
+                "paired_in_one_process": self.latency.get("paired_in_one_process"),
+                "frame": self.latency.get("frame")}
 
 
 def paired_reading(latency: dict[str, Any], pair: dict[str, float], start_ms: float) -> dict[str, Any]:

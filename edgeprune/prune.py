@@ -74,6 +74,7 @@ class PruneConfig:
     metric: str | None = None  # p50 | p90 | p99 | mean (default: the target's)
     allocator: str = "ratio"  # ratio | knapsack
     compare_uniform: bool = True  # every latency round also measures the uniform-share plans at the deadline
+    latency_frame: str = "auto"  # auto | dense | own (frame.py)
     confidence: float = 0.95
     slack: float = 0.05
     # retraining
@@ -170,6 +171,12 @@ class PruneSession:
                 batch_size=cfg.batch_size, mean=cfg.mean or self.loaded.mean, std=cfg.std or self.loaded.std,
                 seed=cfg.seed, input_shape=self.loaded.input_shape, num_classes=self.loaded.num_classes,
             )
+        from .frame import FRAMES
+
+        if cfg.latency_frame not in FRAMES:
+            raise EdgepruneError(f"latency frame {cfg.latency_frame!r} is not one of {', '.join(FRAMES)}")
+        self.frame = None  # a DenseFrame once the dense model's reading exists (open_frame)
+        self._frame_dir: tempfile.TemporaryDirectory | None = None
         self.train_config = TrainConfig(
             epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, mode=cfg.retrain,
             rewind_epoch=cfg.rewind_epoch, train_limit=cfg.train_limit, seed=cfg.seed, max_batches=cfg.max_batches,
@@ -204,6 +211,32 @@ class PruneSession:
         value, upper = metric_value(m["latency_ms"], m["samples_ms"], self.metric, self.cfg.confidence)
         m.update(value=value, upper=upper)
         return m
+
+    def open_frame(self, dense_p50_ms: float | None) -> None:
+        """Take the loop's readings in the dense model's frame (frame.py) where `--latency-frame` asks for it."""
+        from .frame import DenseFrame, frame_applies
+        from .latency import metric_value
+        from .profiling import export_for_target
+        from .runners import open_runner
+
+        if self.cfg.latency_ms is None or not dense_p50_ms or not frame_applies(self.cfg.latency_frame,
+                                                                               self.target.runtime):
+            return
+        self._frame_dir = tempfile.TemporaryDirectory(prefix="edgeprune-dense-")
+        dense_onnx, _ = export_for_target(self.loaded, Path(self._frame_dir.name))
+        self.frame = DenseFrame(
+            dense_onnx, dense_p50_ms, lambda: open_runner(self.target),
+            lambda model, directory: export_for_target(self._as_loaded(model), directory)[0],
+            lambda stats, samples: metric_value(stats, samples, self.metric, self.cfg.confidence))
+
+    def close(self) -> None:
+        if self._frame_dir is not None:
+            self._frame_dir.cleanup()
+            self._frame_dir, self.frame = None, None
+
+    def read_latency(self, model) -> dict[str, Any] | None:
+        """The loop's reading of a model: in the dense model's frame where there is one, else its own."""
+        return self.frame.read(model) if self.frame is not None else self.measure_latency(model)
 
     def metrics(self, model, *, latency: bool = True) -> RoundMetrics:
         from .pruning import count_params_flops
@@ -396,21 +429,31 @@ def prune(cfg: PruneConfig) -> PruneResult:
                                              _modelled(planner.cost_model, record["widths"]))
                 planner.observe(record, _round_p50(record))
 
+    if planner is not None:
+        s.open_frame((dense.get("latency_stats") or {}).get("p50"))
+        if s.frame is not None:
+            log(f"every reading in the loop is taken in the dense model's frame ({dense['latency_stats']['p50']:.3f} "
+                "ms p50): each model timed between two readings of the dense model (--latency-frame)")
+
     round_id = state["last_round"]
     overshot: dict[str, int] = state.setdefault("overshot_plans", {})
-    with Progress(cfg.max_rounds, "pruning rounds") as bar:
-        while not controller.finished:
-            round_id = _one_round(s, cfg, controller, state, history, overshot, round_id + 1, importance, calib,
-                                  constraints, planner, bar)
+    try:
+        with Progress(cfg.max_rounds, "pruning rounds") as bar:
+            while not controller.finished:
+                round_id = _one_round(s, cfg, controller, state, history, overshot, round_id + 1, importance,
+                                      calib, constraints, planner, bar)
+        return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []), planner)
+    finally:
+        s.close()
 
-    return _finish(s, cfg, controller, history, dense, constraints, state.get("resumed_after", []), planner)
 
-
-def _start_latency(state: dict, history: list[dict], base: int | None) -> float | None:
+def _start_latency(state: dict, history: list[dict], base: int | None,
+                   frame_dense_ms: float | None = None) -> float | None:
     """The p50 measured for the model a round starts from (dense or a kept round); where a round's
-    confirmation read slower, that reading."""
+    confirmation read slower, that reading. The dense model reads the frame's dense latency where the loop
+    reads in one (`frame_dense_ms`, frame.py), else its reading when the run began."""
     if base is None:
-        return (state["dense"].get("latency_stats") or {}).get("p50")
+        return frame_dense_ms or (state["dense"].get("latency_stats") or {}).get("p50")
     record = next((r for r in history if r["round"] == base), None)
     if record is None or not record.get("latency_stats"):
         return None
@@ -452,7 +495,7 @@ def _round_p50(record: dict) -> float:
 
 def _fresh(s: PruneSession, model) -> dict[str, Any]:
     """The model measured once more on the target, and whether its upper bound meets the deadline."""
-    lat = s.measure_latency(model)
+    lat = s.read_latency(model)
     return {"fresh_ms": lat["value"], "fresh_upper_ms": lat["upper"], "fresh_p50_ms": lat["latency_ms"]["p50"],
             "met": lat["upper"] <= s.cfg.latency_ms}
 
@@ -482,7 +525,7 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     if v != Verdict.DONE or states.get("latency") not in ("met", "over"):
         return None
     first = {"value": m.latency_ms, "upper": m.latency_upper_ms, "latency_ms": m.extra["latency"]["latency_ms"]}
-    deciding, readings = deciding_reading([first], lambda: s.measure_latency(model), s.cfg.latency_ms)
+    deciding, readings = deciding_reading([first], lambda: s.read_latency(model), s.cfg.latency_ms)
     fresh = {"fresh_ms": deciding["value"], "fresh_upper_ms": deciding["upper"],
              "fresh_p50_ms": deciding["latency_ms"]["p50"], "met": deciding["upper"] <= s.cfg.latency_ms,
              "readings": summarise_readings(readings)}
@@ -530,6 +573,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
            overshot: dict[str, int], round_id: int):
     """The round's plan measured before fine-tuning, re-planned where it lands outside the slack window
     (probing.py); returns the accepted probe and every probe."""
+    from .frame import frame_words
     from .latency import layer_widths
     from .probing import (
         INTERMEDIATE_FAMILY_PROBES,
@@ -548,7 +592,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
     from .pruning import PruningGraph
 
     deadline = next(c for c in constraints if isinstance(c, LatencyBudget))
-    start = _start_latency(state, history, base)
+    start = _start_latency(state, history, base, s.frame.anchor_ms if s.frame is not None else None)
     widths_now = layer_widths(model)
     pristine = copy.deepcopy(model)
     beside = _BesideStart(s, pristine)
@@ -582,6 +626,10 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         return judged_now if at_aim else within_reach(judged_now, latency, deadline.deadline_ms, deadline.slack)
 
     def measure(candidate, short_too: bool) -> dict:
+        if s.frame is not None:  # timed between readings of the dense model: no pair can tell it more
+            latency = s.frame.read(candidate)
+            log(f"round {round_id}: a plan runs at {frame_words(latency)}")
+            return latency
         latency = s.measure_latency(candidate)
         plain = plain_status(latency)
         near = latency["value"] <= deadline.deadline_ms * (1 + PAIR_REACH)
@@ -715,7 +763,8 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     plan_info: dict[str, Any] = {}
     if planner is not None:
         plan, plan_info = planner.plan(tried, groups, scores, layer_widths(model),
-                                       measured_now=_start_latency(state, history, base),
+                                       measured_now=_start_latency(state, history, base,
+                                                                   s.frame.anchor_ms if s.frame is not None else None),
                                        below_ms=_overshot_saving(history, base, planner.cost_model.scale))
     else:
         ctx = SelectionContext(threshold=tried, weighting=cfg.weighting, fraction=cfg.fraction)
@@ -916,6 +965,8 @@ def _final_latency(s: PruneSession, model, exported, dense: dict, planner, histo
     return {
         "speedup_now": speedup,
         "machine_drift": drift,
+        # which readings the loop decided on (frame.py): the dense model's frame, or each model's own
+        "latency_frame": "dense" if s.frame is not None else "own",
         "deadline_ms": s.cfg.latency_ms,
         "metric": s.metric,
         "confidence": s.cfg.confidence,
@@ -967,9 +1018,9 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path, dense_ms: float | None) -> 
     """Dense and pruned models timed close together now (where the runtime can): the dense latency in the
     report was measured before pruning began, possibly under other load.
 
-    Where the dense model runs long enough for pairs (probing.pairs_apply), pair by pair in one profiler
-    process; else in four profiler processes, dense, pruned, pruned, dense, each model on its own as it is
-    deployed. In one process the sessions share a thread pool, which slows short runs: ResNet-56 at batch 1
+    Where the dense model runs long enough for pairs (probing.pairs_apply) and the loop read models on their
+    own, pair by pair in one profiler process; else in four profiler processes, dense, pruned, pruned, dense,
+    each model on its own as it is deployed (so `machine_drift` compares the dense model with itself). In one process the sessions share a thread pool, which slows short runs: ResNet-56 at batch 1
     read the halved model at 0.72 of dense that way and 0.37 alone (session 12)."""
     from .probing import pairs_apply
     from .profiling import export_for_target
@@ -979,7 +1030,7 @@ def _speedup_now(s: PruneSession, pruned_onnx: Path, dense_ms: float | None) -> 
         return None
     with tempfile.TemporaryDirectory(prefix="edgeprune-dense-") as tmp:
         dense_onnx, _ = export_for_target(s.loaded, Path(tmp))
-        if pairs_apply(dense_ms):
+        if pairs_apply(dense_ms) and s.frame is None:
             pair = _ab_p50(s, pruned_onnx, dense_onnx)
             d, p = pair["reference_p50_ms"], pair["p50_ms"]
             how: dict[str, Any] = {"how": "one process, alternating per pair", "pairs": pair["pairs"]}

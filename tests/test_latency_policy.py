@@ -79,6 +79,8 @@ def test_deadline_met_on_step_edges(fake_target, tmp_path, allocator):
     r = result.report
     assert r["deadline_met"] and r["final_latency_ms"]["p50"] <= deadline
     assert r["slack"] <= 0.10  # lands just under the deadline, not far past it
+    assert r["latency_frame"] == "dense"  # the staircase stands in for onnxruntime: readings in the dense frame
+    assert all(p["frame"]["ratio"] > 0 for rd in r["rounds"] for p in rd["probes"])
     assert r["dense_latency_ms"]["p50"] == pytest.approx(DENSE_MS, rel=0.01)
     # every pruned conv width is a step edge of the staircase (a multiple of 16)
     for name, width in r["channels"]["after"].items():
@@ -182,7 +184,7 @@ def test_a_plan_that_read_past_the_window_because_the_machine_sped_up_is_judged_
     # window and past twice the slack. Timed beside the dense model in one process it runs at 0.40 of it,
     # 0.14 ms at the dense model's reading: it is taken, and the run ends on round 1.
     _machine_changes_after_setup(monkeypatch, 0.85)
-    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145, latency_frame="own")).report
     first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     halved = accepted[0]
@@ -202,7 +204,7 @@ def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_re
     # reading, inside the window: round 1 fine-tunes it. Whether the deadline is met is then for fresh
     # readings of it, which still read 0.175 ms: the round is not done, and pruning goes on from it.
     _machine_changes_after_setup(monkeypatch, 1.25)
-    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145, latency_frame="own")).report
     first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
     assert accepted[0]["measured_ms"] == pytest.approx(1.25 * 0.14, rel=0.01)
@@ -210,6 +212,25 @@ def test_a_plan_read_short_because_the_machine_slowed_is_fine_tuned_and_fresh_re
     assert first["confirmation"]["met"] is False and first["constraints"]["latency"] == "below"
     assert r["rounds"][1]["base_round"] == 1
     assert r["final_latency_ms"]["p50"] <= 0.145  # at the slower machine's readings, as delivered
+
+
+def test_in_the_dense_frame_a_machine_that_stays_slower_is_followed_to_a_model_that_meets_the_deadline(
+        fake_target, tmp_path, monkeypatch):
+    # The machine runs 25% slower once the dense model has been read, to the end. Each plan is timed between
+    # two readings of the dense model, and as those slow readings become the median the frame's dense latency
+    # moves from the start's 0.35 ms to 0.4375: the halved model, 0.40 of dense, reads 0.14 ms in the start's
+    # frame and 0.175 in the slower one, short of a 0.145 ms deadline, and the run prunes on to a model that
+    # meets the deadline at the speed the machine runs at when the artifact is checked.
+    _machine_changes_after_setup(monkeypatch, 1.25)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
+    assert r["latency_frame"] == "dense"
+    probes = [p for rd in r["rounds"] for p in rd["probes"]]
+    assert probes[0]["frame"]["anchor_ms"] == pytest.approx(DENSE_MS, rel=0.01)
+    assert probes[-1]["frame"]["anchor_ms"] == pytest.approx(1.25 * DENSE_MS, rel=0.01)
+    halved = [p for p in probes if p["share"] == 0.5 and p["frame"]["anchor_ms"] > 1.2 * DENSE_MS]
+    assert halved and halved[0]["frame"]["ratio"] == pytest.approx(0.14 / DENSE_MS, rel=0.01)
+    assert halved[0]["measured_ms"] == pytest.approx(0.175, rel=0.01) and halved[0]["status"] == "below"
+    assert r["deadline_met"] and r["final_latency_ms"]["p50"] <= 0.145
 
 
 def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
@@ -310,18 +331,18 @@ def test_a_done_round_whose_fresh_measurement_misses_goes_on_pruning(fake_target
     def slow_once(s, model, v, states, m):
         if v.value == "done" and not seen:  # the first confirmation reads 30% slower than the round did
             seen.append(True)
-            measure = s.measure_latency
+            measure = s.read_latency
 
             def slower(m):
                 got = measure(m)
                 stats = {k: x * 1.3 if isinstance(x, float) else x for k, x in got["latency_ms"].items()}
                 return {**got, "value": got["value"] * 1.3, "upper": got["upper"] * 1.3, "latency_ms": stats}
 
-            monkeypatch.setattr(s, "measure_latency", slower)
+            monkeypatch.setattr(s, "read_latency", slower)
             try:
                 return real(s, model, v, states, m)
             finally:
-                monkeypatch.setattr(s, "measure_latency", measure)
+                monkeypatch.setattr(s, "read_latency", measure)
         return real(s, model, v, states, m)
 
     monkeypatch.setattr(prune_mod, "_confirm_done", slow_once)
@@ -393,7 +414,7 @@ class _FreshSession:
     def model_at(self, round_id):
         return round_id, []
 
-    def measure_latency(self, model):
+    def read_latency(self, model):
         self.measured.append(model)
         p50 = self.fresh[model]
         return {"value": p50, "upper": p50 * 1.02, "latency_ms": {"p50": p50}}
@@ -661,7 +682,7 @@ def test_a_plan_read_fast_in_a_fast_minute_is_judged_alone_in_turn_with_its_star
     from edgeprune.probing import ALONE
 
     _machine_speed(monkeypatch, during_the_loop=0.7, at_the_end=1.0)
-    r = prune(_cfg(fake_target, tmp_path / "run", 0.205)).report
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.205, latency_frame="own")).report
     first, accepted = _round_one(r)
     assert accepted[0]["measured_ms"] == pytest.approx(0.175, rel=0.01)
     assert accepted[0]["paired_in_one_process"]["as_at_start_ms"] == pytest.approx(0.25, rel=0.01)
