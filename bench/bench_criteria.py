@@ -10,12 +10,13 @@ Setup: `zoo:cifar_resnet56` with the shared pretrained weights. Per seed and cri
 every prunable group's units is removed in one step (selection method `fixed`, the uniform plan ILP uses), by
 the criterion's ranking, from the dense model; then every model gets the same fine-tuning (the same first
 `train_limit` CIFAR-10 training images, epochs, lr, batch size, seed and cosine schedule). Calibration images
-(activation importance) are the task data's seeded choice of training images. Test top-1 on the 2,500
+(activation and taylor importance) are the task data's seeded choice of training images, with their labels
+(taylor needs them; the other criteria read the inputs or nothing). Test top-1 on the 2,500
 odd-position images of val.npz (benchmark 2's test set); the first criterion is compared with each other on
 the same images by McNemar's exact test. No latency is measured: the architecture is the same by construction
 (the table shows each model's parameter count to prove it).
 
-Reproduce: `python -m bench criteria --seeds 0,1,2` (EDGEPRUNE_BENCH_CRITERIA=activation,l1,lookahead picks
+Reproduce: `python -m bench criteria --seeds 0,1,2` (EDGEPRUNE_BENCH_CRITERIA=activation,l1,lookahead,taylor picks
 criteria, the first one the reference; EDGEPRUNE_BENCH_SHARE=0.5 the share removed; EDGEPRUNE_BENCH_TRAIN_LIMIT
 the training images, default 5000, as benchmark 2 was run; EDGEPRUNE_BENCH_EPOCHS, default 2, the epochs that
 benchmark 2's one-round runs spent). About 2-3 min of fine-tuning per criterion and seed on a quiet 2-core
@@ -64,14 +65,17 @@ def setup_from_env(quick: bool) -> Setup:
 
 
 def pruned_by(criterion: str, dense, calib, share: float):
-    """A copy of `dense` with `share` of every prunable group's units removed, ranked by `criterion`."""
+    """A copy of `dense` with `share` of every prunable group's units removed, ranked by `criterion`.
+
+    `calib` holds (inputs, targets) batches (bare input batches do for criteria that need no labels)."""
     import torch
 
     from edgeprune.pruning import PruningGraph, get_importance
     from edgeprune.selection import SelectionContext, select
 
     model = copy.deepcopy(dense)
-    graph = PruningGraph(model, torch.zeros((1,) + tuple(calib[0].shape[1:])))
+    first = calib[0][0] if isinstance(calib[0], (tuple, list)) else calib[0]
+    graph = PruningGraph(model, torch.zeros((1,) + tuple(first.shape[1:])))
     groups = graph.groups()
     scores = get_importance(criterion).scores(graph.model, graph, groups, calib)
     graph.prune_many(select("fixed", groups, scores, SelectionContext(fraction=share)))
@@ -97,7 +101,7 @@ def run_seed(setup: Setup, seed: int, root: Path, tmp: Path) -> dict[str, Any]:
     task = load_task_data(str(root / "cifar10" / "train.npz"), str(test_path), val_fraction=0.1,
                           train_limit=setup.train_limit, batch_size=setup.batch_size, mean=loaded.mean,
                           std=loaded.std, seed=seed, input_shape=loaded.input_shape, num_classes=loaded.num_classes)
-    calib = [b[0] if isinstance(b, (tuple, list)) else b for b in task.calibration_batches(setup.calib_images)]
+    calib = task.calibration_batches(setup.calib_images)  # (inputs, targets): taylor uses the targets
     train_cfg = TrainConfig(epochs=setup.epochs, lr=setup.lr, batch_size=setup.batch_size, mode="finetune",
                             train_limit=setup.train_limit, seed=seed, max_batches=setup.max_batches)
     rows, correct = [], {}

@@ -683,7 +683,12 @@ class TaskData:
                                     keep_as_is=batch_size == self.batch_size and limit is None and world_size == 1)
 
     def calibration_batches(self, n_images: int) -> list[Any]:
-        """About `n_images` training inputs (no augmentation, fixed seeded choice) for activation statistics."""
+        """About `n_images` training samples (no augmentation, fixed seeded choice) for importance statistics.
+
+        Each batch is an `(inputs, targets)` pair: activation statistics read the inputs only, the taylor
+        criterion needs the targets too. (A user loader batch that is not a pair of at least two parts gives
+        its first part, unlabelled, as before.)
+        """
         if n_images <= 0:
             raise EdgepruneError(f"calibration needs at least one image, got {n_images}")
         if self.train_images is not None:
@@ -691,10 +696,11 @@ class TaskData:
             pick = np.sort(np.random.default_rng(self.seed).permutation(len(self.train_images))[:n])
             loader = make_loader(self.train_images.subset(pick), self.batch_size, self.calibration_transform,
                                  shuffle=False)
-            return [x for x, _ in loader]
+            return [(x, y) for x, y in loader]
         out, seen = [], 0
         for batch in self.train:
-            out.append(batch[0])
+            labelled = isinstance(batch, (tuple, list)) and len(batch) >= 2
+            out.append((batch[0], batch[1]) if labelled else batch[0])
             seen += len(batch[0]) if hasattr(batch[0], "__len__") else 1
             if seen >= n_images:
                 break

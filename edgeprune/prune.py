@@ -278,13 +278,21 @@ class PruneSession:
             return finetune(model, self.task, cfg, progress=training_callback(bar)).to_dict()
 
 
-def _importance(cfg: PruneConfig):
+def _importance(cfg: PruneConfig, task=None):
     from .pruning import get_importance
 
     options: dict[str, Any] = {"aggregate": cfg.aggregate}
     if cfg.importance == "activation":
         options.update(p=cfg.importance_p, num_images=cfg.calib_images)
-    return get_importance(cfg.importance, **options)
+    elif cfg.importance == "taylor":
+        options.update(num_images=cfg.calib_images)
+        if task is not None:
+            options.update(loss=task.loss)  # the loss the model is fine-tuned with (cross-entropy by default)
+    importance = get_importance(cfg.importance, **options)
+    if importance.requires_labels and task is None:
+        raise EdgepruneError(f"--importance {cfg.importance} needs labelled data (--data): it scores channels by "
+                             "the loss gradient; without data use --importance activation (or l1)")
+    return importance
 
 
 def _round_record(round_id: int, tried: float, plan: dict, groups_before: dict[str, int], m: RoundMetrics,
@@ -373,7 +381,7 @@ def prune(cfg: PruneConfig) -> PruneResult:
 
     s = PruneSession(cfg)
     latency_mode = cfg.latency_ms is not None
-    importance = _importance(cfg)
+    importance = _importance(cfg, s.task)
     calib = None
     if importance.requires_calibration:
         calib = (s.task.calibration_batches(cfg.calib_images) if s.task

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bench.bench_criteria import Setup, pruned_by, summarise
+from edgeprune.errors import EdgepruneError
 from edgeprune.models.cifar_resnet import cifar_resnet
 
 
@@ -23,6 +25,19 @@ def test_two_criteria_keep_the_same_widths_but_different_channels():
     assert kept_l1.shape == kept_act.shape
     assert not torch.equal(kept_l1, kept_act)  # the rankings differ, so the kept stem filters do
     assert _widths(pruned_by("l1", dense, calib, 0.0)) == _widths(dense)
+
+
+def test_labelled_calibration_batches_serve_every_criterion_and_taylor_needs_them():
+    torch.manual_seed(0)
+    dense = cifar_resnet(20).eval()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    by_taylor = pruned_by("taylor", dense, [(x, y)], 0.5)
+    assert _widths(by_taylor) == _widths(pruned_by("l1", dense, [(x, y)], 0.5))
+    # activation reads the inputs of the pairs: the same channels as from bare inputs
+    assert torch.equal(pruned_by("activation", dense, [(x, y)], 0.5).conv1.weight,
+                       pruned_by("activation", dense, [x], 0.5).conv1.weight)
+    with pytest.raises(EdgepruneError, match="labelled"):
+        pruned_by("taylor", dense, [x], 0.5)
 
 
 def test_the_summary_compares_every_criterion_with_the_first(capsys):

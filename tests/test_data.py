@@ -112,9 +112,22 @@ def test_epochs_reshuffle(tmp_path):
 def test_calibration_batches_count_and_are_deterministic(tmp_path):
     td = load_task_data(write_npz(tmp_path / "d.npz", n=100, hw=32), batch_size=16, augment=True)
     a, b = td.calibration_batches(40), td.calibration_batches(40)
-    assert sum(len(x) for x in a) == 40
-    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))  # no augmentation, fixed choice
-    assert sum(len(x) for x in td.calibration_batches(10_000)) == len(td.train_images)
+    assert sum(len(x) for x, _ in a) == 40
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):  # no augmentation, fixed choice
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert ya.shape == (xa.shape[0],) and ya.dtype == torch.long  # labels kept for the taylor criterion
+    assert sum(len(x) for x, _ in td.calibration_batches(10_000)) == len(td.train_images)
+
+
+def test_calibration_batches_keep_the_labels_of_the_images_they_pick(tmp_path):
+    # every image its own label, so a label says which image it belongs to
+    x = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(50)])
+    td = load_task_data(write_npz(tmp_path / "d.npz", x=x, y=np.arange(50)), batch_size=8, val_fraction=0.1,
+                        mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
+    batches = td.calibration_batches(20)
+    assert sum(len(y) for _, y in batches) == 20
+    for xb, yb in batches:
+        torch.testing.assert_close(xb[:, 0, 0, 0], yb.to(xb.dtype))
 
 
 # ------------------------------------------------------------------------------------------ augmentation
@@ -272,6 +285,12 @@ def test_callable_source_from_file_and_module(user_file, monkeypatch):
     assert sum(len(y) for _, y in limited) == 6
     shards = [list(td.train_loader(batch_size=8, rank=r, world_size=2).sampler) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 8 and set(shards[0]).isdisjoint(shards[1])
+
+
+def test_calibration_batches_of_a_user_loader_are_labelled_pairs(user_file):
+    td = load_task_data(f"{user_file}:with_metric", batch_size=4, input_shape=(1, 3, 8, 8))
+    batches = td.calibration_batches(6)
+    assert len(batches) == 2 and all(x.shape == (4, 3, 8, 8) and y.shape == (4,) for x, y in batches)
 
 
 def test_plain_iterables_cannot_be_resharded(user_file):

@@ -50,7 +50,7 @@ def tiny():
 
 
 def test_registry_lists_names_and_rejects_bad_requests():
-    assert {"activation", "l1", "lookahead", "random"} <= set(available_importances())
+    assert {"activation", "l1", "lookahead", "random", "taylor"} <= set(available_importances())
     with pytest.raises(EdgepruneError, match="unknown importance 'nope'"):
         get_importance("nope")
     with pytest.raises(EdgepruneError, match="no option pp"):
@@ -62,6 +62,13 @@ def test_registry_lists_names_and_rejects_bad_requests():
         "num_images": 64,
         "aggregate": "mean",
     }
+    assert get_importance("taylor", num_images=64).options() == {
+        "num_images": 64,
+        "loss": "cross_entropy",
+        "aggregate": "mean",
+    }
+    with pytest.raises(EdgepruneError, match="taylor loss"):
+        get_importance("taylor", loss="hinge")
 
 
 def test_a_new_criterion_registers_without_touching_anything_else():
@@ -161,11 +168,11 @@ def mobilenet():
     return model, PruningGraph(model, torch.zeros(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["l1", "lookahead", "activation", "random"])
+@pytest.mark.parametrize("name", ["l1", "lookahead", "activation", "random", "taylor"])
 @pytest.mark.parametrize("aggregate", ["mean", "sum"])
 def test_every_criterion_scores_every_unit_of_a_real_network(mobilenet, name, aggregate):
     model, graph = mobilenet  # criteria only read the model
-    batches = [torch.randn(2, 3, 32, 32)]
+    batches = [(torch.randn(2, 3, 32, 32), torch.tensor([3, 7]))]
     s = get_importance(name, aggregate=aggregate).scores(model, graph, calib_batches=batches)
     groups = graph.groups()
     assert set(s) == {g.id for g in groups}
@@ -189,6 +196,172 @@ def test_l1_combines_the_coupled_layers_of_a_residual_stream():
     for how, want in (("mean", np.mean(per_layer)), ("sum", np.sum(per_layer))):
         got = get_importance("l1", aggregate=how).scores(model, graph)["conv1"][5]
         assert got == pytest.approx(want, rel=1e-6)
+
+
+# ---- first-order Taylor
+
+
+def _labelled(n_batches=3, n=4, shape=(1, 2, 2), classes=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn((n, *shape), generator=g), torch.randint(0, classes, (n,), generator=g))
+        for _ in range(n_batches)
+    ]
+
+
+def _taylor_by_hand(model, paths, batches, linear=()):
+    """Per module path: sum over batches of (sum over images and positions of A * dL/dA)^2 at its output,
+    computed independently of the criterion (cross-entropy, eval mode)."""
+    totals = {p: 0.0 for p in paths}
+    outs: dict[str, torch.Tensor] = {}
+
+    def keep(mod, inp, out, p):
+        outs[p] = out
+        return out.clone()  # an in-place op after the hook must not change what was kept
+
+    for x, y in batches:
+        outs.clear()
+        hooks = [
+            model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: keep(m, i, o, p)) for p in paths
+        ]
+        loss = nn.functional.cross_entropy(model(x), y)
+        for h in hooks:
+            h.remove()
+        grads = torch.autograd.grad(loss, [outs[p] for p in paths])
+        for p, gr in zip(paths, grads, strict=True):
+            prod = (outs[p] * gr).detach().double()
+            dims = [d for d in range(prod.dim()) if d != (prod.dim() - 1 if p in linear else 1)]
+            totals[p] = totals[p] + prod.sum(dim=dims).pow(2).numpy()
+    return totals
+
+
+def test_taylor_equals_gamma_and_beta_gradients_at_each_bn():
+    torch.manual_seed(0)
+    model, graph = tiny()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    batches = _labelled()
+    s = get_importance("taylor").scores(model, graph, calib_batches=batches)
+    # gamma * dL/dgamma + beta * dL/dbeta, squared per batch and summed over batches
+    want = {"bn1": 0.0, "bn2": 0.0}
+    for x, y in batches:
+        loss = nn.functional.cross_entropy(model(x), y)
+        params = [model.bn1.weight, model.bn1.bias, model.bn2.weight, model.bn2.bias]
+        gw1, gb1, gw2, gb2 = torch.autograd.grad(loss, params)
+        want["bn1"] += ((model.bn1.weight * gw1 + model.bn1.bias * gb1).detach().double() ** 2).numpy()
+        want["bn2"] += ((model.bn2.weight * gw2 + model.bn2.bias * gb2).detach().double() ** 2).numpy()
+    np.testing.assert_allclose(s["conv1"], want["bn1"], rtol=1e-6)
+    np.testing.assert_allclose(s["conv2"], want["bn2"], rtol=1e-6)
+    # the same quantity as the activation-gradient product at the BN output
+    by_hand = _taylor_by_hand(model, ["bn1", "bn2"], batches)
+    np.testing.assert_allclose(s["conv1"], by_hand["bn1"], rtol=1e-5)
+    # squared per batch, then summed: not the square of the sum over all batches
+    one_batch = get_importance("taylor").scores(model, graph, calib_batches=[batches[0]])
+    assert s["conv1"] == pytest.approx(one_batch["conv1"] + _taylor_by_hand(model, ["bn1"], batches[1:])["bn1"])
+
+
+def test_taylor_scores_a_channel_removed_in_effect_zero_and_lowest():
+    model, graph = tiny()
+    with torch.no_grad():
+        model.bn1.weight[1] = 0.0  # channel 1 of conv1 contributes nothing downstream
+        model.bn1.bias[1] = 0.0
+    s = get_importance("taylor").scores(model, graph, calib_batches=_labelled())
+    assert s["conv1"][1] == 0.0 and (np.delete(s["conv1"], 1) > 0).all()
+
+
+def test_taylor_ranks_the_channel_the_loss_depends_on_above_one_it_barely_does():
+    model, graph = tiny()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[2.0, 1e-3], [-2.0, -1e-3]]))  # conv2's channel 1 barely counts
+        model.conv2.weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]).view(2, 3, 1, 1))
+    s = get_importance("taylor").scores(model, graph, calib_batches=_labelled(seed=1))
+    assert s["conv2"][0] > 100 * s["conv2"][1] > 0
+
+
+def test_taylor_needs_labels():
+    model, graph = tiny()
+    taylor = get_importance("taylor")
+    for batches in (None, [torch.randn(2, 1, 2, 2)], [(torch.randn(2, 1, 2, 2),)]):
+        with pytest.raises(EdgepruneError, match="needs labelled calibration data.*--importance activation"):
+            taylor.scores(model, graph, calib_batches=batches)
+    with pytest.raises(EdgepruneError, match="empty"):
+        taylor.scores(model, graph, calib_batches=[])
+    assert taylor.requires_calibration and taylor.requires_labels
+    assert not get_importance("activation").requires_labels
+
+
+def test_taylor_leaves_grads_flags_and_mode_as_it_found_them():
+    model, graph = tiny()
+    model.train()
+    model.conv2.weight.requires_grad_(False)  # a frozen layer stays frozen
+    model.fc.weight.grad = torch.full_like(model.fc.weight, 7.0)  # a caller's gradient stays untouched
+    running = model.bn1.running_mean.clone()
+    get_importance("taylor").scores(model, graph, calib_batches=_labelled())
+    assert model.training and model.bn1.training
+    assert not model.conv2.weight.requires_grad and model.conv1.weight.requires_grad
+    assert torch.equal(model.fc.weight.grad, torch.full_like(model.fc.weight, 7.0))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "fc.weight")
+    assert torch.equal(model.bn1.running_mean, running)  # ran in eval mode: BN statistics unchanged
+    assert not model.conv1._forward_hooks and not model.bn1._forward_hooks
+
+
+def test_taylor_num_images_takes_the_first_images():
+    model, graph = tiny()
+    batches = _labelled(n=4)
+    first_six = get_importance("taylor", num_images=6).scores(model, graph, calib_batches=batches)
+    cut = [batches[0], (batches[1][0][:2], batches[1][1][:2])]
+    whole = get_importance("taylor").scores(model, graph, calib_batches=cut)
+    np.testing.assert_allclose(first_six["conv1"], whole["conv1"])
+
+
+class NoBN(nn.Module):
+    """conv (1->3, 1x1) -> relu -> mean -> fc1 (3->4) -> relu -> fc2 (4->2): no BatchNorm anywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)).mean((2, 3))
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_taylor_without_bn_uses_the_producer_output():
+    torch.manual_seed(0)
+    model = NoBN().eval()
+    graph = PruningGraph(model, torch.zeros(1, 1, 2, 2))
+    batches = _labelled(seed=2)
+    s = get_importance("taylor").scores(model, graph, calib_batches=batches)
+    by_hand = _taylor_by_hand(model, ["conv", "fc1"], batches, linear=("fc1",))
+    np.testing.assert_allclose(s["conv"], by_hand["conv"], rtol=1e-5)
+    np.testing.assert_allclose(s["fc1"], by_hand["fc1"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "sum"])
+def test_taylor_scores_every_unit_and_combines_the_bns_of_a_residual_stream(aggregate):
+    torch.manual_seed(0)
+    model = cifar_resnet(20).eval()
+    graph = PruningGraph(model, torch.zeros(1, 3, 32, 32))
+    batches = _labelled(n_batches=2, n=4, shape=(3, 32, 32), classes=10)
+    s = get_importance("taylor", aggregate=aggregate).scores(model, graph, calib_batches=batches)
+    groups = graph.groups()
+    assert set(s) == {g.id for g in groups}
+    for g in groups:  # the zero-padded shortcut groups' units span several channels
+        assert s[g.id].shape == (g.size,) and np.isfinite(s[g.id]).all() and (s[g.id] >= 0).all()
+    # stage-1 stream channel 5: the stem's BN and every block's bn2 that adds into it (at 5, 13 and 29)
+    bns = ["bn1"] + [f"layer{st}.{b}.bn2" for st in (1, 2, 3) for b in range(3)]
+    at = [5] + [5 + off for off in (0, 8, 24) for _ in range(3)]
+    by_hand = _taylor_by_hand(model, bns, batches)
+    per_bn = [by_hand[p][c] for p, c in zip(bns, at, strict=True)]
+    want = np.sum(per_bn) if aggregate == "sum" else np.mean(per_bn)
+    assert s["conv1"][5] == pytest.approx(want, rel=1e-5)
+    # a block's inner channels have one BN
+    inner = _taylor_by_hand(model, ["layer1.0.bn1"], batches)["layer1.0.bn1"]
+    np.testing.assert_allclose(s["layer1.0.conv1"], inner, rtol=1e-5)
 
 
 # ---- PQ index / SAP (values worked out by hand in the comments)

@@ -23,9 +23,10 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--mean", help="normalisation mean, e.g. 0.485,0.456,0.406 (default: the zoo model's)")
 @click.option("--std", help="normalisation std (default: the zoo model's)")
 @click.option("--importance", default="activation", show_default=True,
-              help="importance criterion: activation (IAP), l1 (ILP), lookahead (LAP), random")
+              help="importance criterion: activation (IAP), l1 (ILP), lookahead (LAP), taylor (first-order "
+                   "Taylor on the loss, as HALP; needs labelled --data), random")
 @click.option("--importance-p", default=1.0, show_default=True, help="activation power p")
-@click.option("--calib-images", default=256, show_default=True, help="calibration images for activation scores")
+@click.option("--calib-images", default=256, show_default=True, help="calibration images for activation and taylor scores")
 @click.option("--aggregate", type=click.Choice(["mean", "sum"]), default="mean", show_default=True,
               help="how coupled layers' scores combine per channel group")
 @click.option("--method", type=click.Choice(["aiap", "fixed", "sap"]), default="aiap", show_default=True,

@@ -100,11 +100,13 @@ def _per_unit(per_channel: np.ndarray, units: Sequence[tuple[int, ...]], how: st
 class Importance:
     """Base class: `scores(model, graph, groups, calib_batches) -> {group id: array of one score per unit}`.
 
-    Higher means more important. `requires_calibration` tells the caller to pass calibration batches.
+    Higher means more important. `requires_calibration` tells the caller to pass calibration batches;
+    `requires_labels` that they must be (inputs, targets) pairs, not bare inputs.
     """
 
     name: ClassVar[str] = ""
     requires_calibration: ClassVar[bool] = False
+    requires_labels: ClassVar[bool] = False
 
     def __init__(self, aggregate: str = "mean"):
         if aggregate not in AGGREGATES:
@@ -338,5 +340,153 @@ class ActivationImportance(Importance):
             for path, role, where in points[g.id]:
                 mean = (sums[(path, where)] / counts[(path, where)]).cpu().numpy()
                 per_point.append(_per_unit(mean, g.index_map[(path, role)], self.aggregate))
+            out[g.id] = _combine(per_point, self.aggregate)
+        return out
+
+
+_LOSSES = {"cross_entropy": torch.nn.functional.cross_entropy}
+_NEEDS_LABELS = (
+    "the taylor criterion needs labelled calibration data ((inputs, targets) batches, from --data); "
+    "without labels use --importance activation (or l1)"
+)
+
+
+@register_importance("taylor")
+class TaylorImportance(Importance):
+    """First-order Taylor estimate of the loss change when a channel is removed (Molchanov et al. 2019, HALP).
+
+    Removing channel c of a BN-followed conv is setting the BN's gamma_c and beta_c to zero; to first order
+    the loss then changes by gamma_c * dL/dgamma_c + beta_c * dL/dbeta_c. Per calibration batch b that value
+    t_c(b) is computed and squared, and the squares are summed over batches: s_c = sum_b t_c(b)^2.
+    Squaring per batch (not over the whole data) is what the papers do: a channel whose removal raises the
+    loss on some batches and lowers it on others still scores.
+
+    Where a group's producing conv/linear is not followed by an affine BatchNorm (a plain conv, or a BN
+    without gamma/beta), the same quantity is taken at the producer's (or that BN's) output A:
+    t_c(b) = sum over the batch's images and positions of A[n, c, ...] * dL/dA[n, c, ...]. (For an affine
+    BN the two forms are equal: gamma * dL/dgamma + beta * dL/dbeta sums y * dL/dy over the BN output y.)
+
+    Every producer of a group (a residual stream has one per block, each with its BN) gives per-channel
+    scores; they are combined per unit and across producers with `aggregate`, as the other criteria do.
+
+    L is `loss(model(inputs), targets)`, a scalar: cross-entropy (mean over the batch) by default, or any
+    callable, e.g. the task's training loss. The model runs in eval mode (BN uses its running statistics,
+    as it will when deployed) over the first `num_images` calibration images. Gradients are taken with
+    `torch.autograd.grad`, so no parameter's `.grad` is written; `requires_grad` flags and train/eval mode
+    are restored afterwards. Needs labels: a batch that is a bare input tensor is refused.
+    """
+
+    requires_calibration = True
+    requires_labels = True
+
+    def __init__(self, num_images: int = 256, loss: str | Any = "cross_entropy", aggregate: str = "mean"):
+        super().__init__(aggregate)
+        if num_images < 1:
+            raise EdgepruneError(f"num_images must be >= 1, got {num_images}")
+        if isinstance(loss, str) and loss not in _LOSSES:
+            raise EdgepruneError(f"taylor loss must be one of {sorted(_LOSSES)} or a callable, got {loss!r}")
+        if not isinstance(loss, str) and not callable(loss):
+            raise EdgepruneError(f"taylor loss must be a name or a callable, got {type(loss).__name__}")
+        self.num_images = num_images
+        self.loss = loss
+
+    @staticmethod
+    def _points(model: nn.Module, graph: PruningGraph, g: ChannelGroup) -> list[tuple[str, str, str]]:
+        """(module path, kind, index_map key path) per producer: kind "bn" (an affine BN after the producer)
+        or "output" (the output of that module: a BN without affine parameters, or the producer itself)."""
+        pts = []
+        for path in g.layers:
+            nxt = graph.next_module(path)
+            bn = model.get_submodule(nxt) if nxt else None
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                key = nxt if (nxt, "out") in g.index_map else path
+                affine = bn.weight is not None and bn.bias is not None
+                pts.append((nxt, "bn" if affine else "output", key))
+            else:
+                pts.append((path, "output", path))
+        return pts
+
+    def _loss_fn(self):
+        return _LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
+
+    def scores(self, model, graph, groups=None, calib_batches=None) -> Scores:
+        if calib_batches is None:
+            raise EdgepruneError(_NEEDS_LABELS)
+        groups = list(groups if groups is not None else graph.groups())
+        points = {g.id: self._points(model, graph, g) for g in groups}
+        bn_paths = sorted({p for pts in points.values() for p, kind, _ in pts if kind == "bn"})
+        out_paths = sorted({p for pts in points.values() for p, kind, _ in pts if kind == "output"})
+        totals: dict[str, torch.Tensor] = {}
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(path: str, module: nn.Module, out: torch.Tensor) -> torch.Tensor:
+            captured[path] = out
+            # a later in-place op (ReLU(inplace=True)) would overwrite the captured tensor: hand on a copy
+            return out.clone()
+
+        hooks = [
+            model.get_submodule(p).register_forward_hook(lambda mod, inp, out, p=p: keep(p, mod, out))
+            for p in out_paths
+        ]
+        params = list(model.parameters())
+        flags = [p.requires_grad for p in params]
+        was_training = model.training
+        model.eval()
+        device = next((p.device for p in params), torch.device("cpu"))
+        loss_fn = self._loss_fn()
+        seen = 0
+        try:
+            for p in params:  # frozen models too: every activation must depend on something that needs grad
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                for batch in calib_batches:
+                    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                        raise EdgepruneError(_NEEDS_LABELS)
+                    take = self.num_images - seen
+                    x, y = batch[0][:take].to(device), batch[1][:take].to(device)
+                    if x.shape[0] == 0:
+                        break
+                    captured.clear()
+                    loss = loss_fn(model(x), y)
+                    if loss.dim() != 0:
+                        raise EdgepruneError(f"the taylor loss must be a scalar, got shape {tuple(loss.shape)}")
+                    bns = [model.get_submodule(p) for p in bn_paths]
+                    inputs = [t for bn in bns for t in (bn.weight, bn.bias)] + [captured[p] for p in out_paths]
+                    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+                    for i, (p, bn) in enumerate(zip(bn_paths, bns, strict=True)):
+                        g_w, g_b = grads[2 * i], grads[2 * i + 1]
+                        t = torch.zeros_like(bn.weight, dtype=torch.float64)
+                        if g_w is not None:
+                            t = t + (bn.weight.detach() * g_w).double()
+                        if g_b is not None:
+                            t = t + (bn.bias.detach() * g_b).double()
+                        totals[p] = totals.get(p, 0) + t.pow(2)
+                    for p, a, g_a in zip(out_paths, inputs[2 * len(bns) :], grads[2 * len(bns) :], strict=True):
+                        if g_a is None:  # the loss does not depend on this output
+                            g_a = torch.zeros_like(a)
+                        prod = (a.detach() * g_a).double()
+                        if isinstance(model.get_submodule(p), nn.Linear):
+                            prod = prod.movedim(-1, 1)
+                        t = prod.sum(dim=[d for d in range(prod.dim()) if d != 1])
+                        totals[p] = totals.get(p, 0) + t.pow(2)
+                    seen += x.shape[0]
+                    if seen >= self.num_images:
+                        break
+        finally:
+            for h in hooks:
+                h.remove()
+            captured.clear()
+            for p, flag in zip(params, flags, strict=True):
+                p.requires_grad_(flag)
+            model.train(was_training)
+        if seen == 0:
+            raise EdgepruneError("the calibration data given to the taylor criterion is empty")
+
+        out: Scores = {}
+        for g in groups:
+            per_point = [
+                _per_unit(totals[path].cpu().numpy(), g.index_map[(key, "out")], self.aggregate)
+                for path, _, key in points[g.id]
+            ]
             out[g.id] = _combine(per_point, self.aggregate)
         return out
