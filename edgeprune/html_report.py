@@ -235,6 +235,8 @@ def _headline(report: dict[str, Any]) -> str:
             speed = (f"{together['speedup']:.2f}× faster (dense and pruned timed close together at the end: "
                      f"{together.get('how', 'one process, alternating per pair')})")
         vs = f" · deadline {fmt_ms(deadline)} ms" if deadline is not None else ""
+        if report.get("latency_frame") == "dense":
+            vs += " · rounds judged in the dense model's frame (each model timed between readings of it)"
         drift = report.get("machine_drift") or {}
         if drift and abs(drift["ratio"] - 1) > ((report.get("config") or {}).get("slack") or 0.05):
             way = f"{drift['ratio'] - 1:.0%} slower" if drift["ratio"] >= 1 else f"{1 - drift['ratio']:.0%} faster"

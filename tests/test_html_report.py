@@ -358,3 +358,11 @@ def test_a_machine_that_drifted_during_the_run_is_named_on_the_latency_card(tmp_
     report["machine_drift"] = machine_drift(2.2, {**speedup, "dense_p50_ms": 2.25}, 1.3, 1.31, 1.2)  # within slack
     text = _text(write_html_report(_run_dir(tmp_path / "again", report)).read_text())
     assert "the target read the dense model" not in text
+
+
+def test_the_latency_card_says_when_the_rounds_were_judged_in_the_dense_frame(tmp_path):
+    words = "rounds judged in the dense model's frame"
+    text = _text(write_html_report(_run_dir(tmp_path, {**latency_report(), "latency_frame": "dense"})).read_text())
+    assert words in text
+    text = _text(write_html_report(_run_dir(tmp_path / "own", {**latency_report(), "latency_frame": "own"})).read_text())
+    assert words not in text
