@@ -396,7 +396,8 @@ def _replanned(r: dict[str, Any]) -> str:
 
     probes = r.get("probes") or []
     lines = []
-    for family, words in (("allocator", "re-planned before fine-tuning"), ("uniform", "uniform-share plan, set aside")):
+    for family, words in (("allocator", "re-planned before fine-tuning"), ("uniform", "uniform-share plan, set aside"),
+                          ("regrown", "regrown uniform-share plan, set aside")):
         rejected = [p for p in probes if not p.get("accepted") and p.get("family", "allocator") == family]
         if rejected:
             text = "; ".join(f"{fmt_ms(p.get('measured_ms'))} ms, {STATUS_WORDS.get(p.get('status'), p.get('status'))}"
@@ -406,6 +407,11 @@ def _replanned(r: dict[str, Any]) -> str:
     if chosen is not None and chosen.get("family") == "uniform":
         lines.append(f'<div class="muted">fine-tuned: the uniform-share plan ({chosen.get("share", 0):.3f} of every '
                      "dense width), in the slack window with more parameters</div>")
+    if chosen is not None and chosen.get("family") == "regrown":
+        back = sum(t.get("restored", 0) for t in r.get("restored") or [])
+        lines.append(f'<div class="muted">fine-tuned: the uniform-share plan ({chosen.get("share") or 0:.3f} of every '
+                     f"dense width) with {back} units given back where they cost least latency, in the slack window"
+                     "</div>")
     return "".join(lines)
 
 

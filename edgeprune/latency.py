@@ -198,6 +198,41 @@ class LatencyPlanner:
             plans.append((units, {**info, "family": "uniform", "share": share}))
         return plans, first_to_measure(options, need / ratio) if options else 0
 
+    def regrown(self, removal: dict[str, list[int]], groups: list[ChannelGroup], scores: dict[str, np.ndarray],
+                widths_now: dict[str, tuple[int, int]], measured_ms: float, measured_now: float | None = None,
+                added_ratio: float | None = None) -> tuple[dict[str, list[int]], dict[str, Any]] | None:
+        """A uniform-share plan (`removal`, measured at `measured_ms`) with units given back up to the aim
+        (regrow.py), or None where it reads at or over the aim or nothing fits. `added_ratio`: measured over
+        predicted latency added, where an earlier regrowth from this plan showed it (else the recent rounds'
+        measured over predicted saving)."""
+        from .allocator import shared_dimension_bundles
+        from .pruning import normalise_per_layer
+        from .regrow import FAMILY, regrow, removal_groups, removal_widths
+
+        cm, target, _now, need, most, ratio = self._step(1.0, widths_now, measured_now, added_ratio)
+        allow_ms = (self.aim_ms - measured_ms) / ratio  # the tables' ms still unspent under the aim
+        if allow_ms <= 0:
+            return None
+        live = [g for g in groups if g.id in removal]
+        bundled = {g.id for members in shared_dimension_bundles(
+            [g for g in groups if g.size > 1 and any(p in cm.current for p, _ in g.index_map)], cm.current)
+            for g in members}
+        normalised = normalise_per_layer(scores)
+        units, taken = regrow(live, normalised, cm, removal, allow_ms, bundled)
+        if not taken:
+            return None
+        predicted_before = cm.predict()
+        by_id = {g.id: g for g in groups}
+        predicted_share = cm.predict(removal_widths(by_id, removal, cm.current))
+        predicted_after = cm.predict(removal_widths(by_id, units, cm.current))
+        info = {"target_ms": target, "need_ms": need, "max_saving_ms": most, "saving_ratio": ratio,
+                "below_ms": None, "scale": cm.scale, "proxies_set_aside": sorted(self.flat_proxies),
+                "predicted_before_ms": predicted_before, "measured_before_ms": measured_now,
+                "predicted_latency_ms": predicted_after, "family": FAMILY, "allow_ms": allow_ms,
+                "regrown_from_ms": measured_ms, "predicted_share_ms": predicted_share, "restored": taken,
+                "groups": removal_groups(groups, normalised, cm, units)}
+        return units, info
+
     def _step(self, threshold: float, widths_now: dict[str, tuple[int, int]], measured_now: float | None,
               saving_ratio: float | None) -> tuple[Any, float, float, float, float, float]:
         """(cost model set to the round's widths, round target, latency now, need, most, saving ratio)."""

@@ -366,3 +366,17 @@ def test_the_latency_card_says_when_the_rounds_were_judged_in_the_dense_frame(tm
     assert words in text
     text = _text(write_html_report(_run_dir(tmp_path / "own", {**latency_report(), "latency_frame": "own"})).read_text())
     assert words not in text
+
+
+def test_a_round_that_fine_tuned_a_regrown_plan_says_so():
+    from edgeprune.html_report import _replanned
+
+    r = {"probes": [{"measured_ms": 16.1, "status": "over", "accepted": False, "family": "uniform", "share": 0.5,
+                     "params": 214_546},
+                    {"measured_ms": 18.3, "status": "met", "accepted": True, "family": "regrown", "share": 0.5,
+                     "params": 348_658}],
+         "restored": [{"group": "layer3.0.conv1", "restored": 32}, {"group": "layer3.1.conv1", "restored": 32}]}
+    text = re.sub(r"<[^>]+>", " ", _replanned(r))
+    assert "uniform-share plan, set aside: 16.1 ms, past the slack window, 214,546 params" in text
+    assert "regrown uniform-share plan, set aside" not in text
+    assert "the uniform-share plan (0.500 of every dense width) with 64 units given back" in text

@@ -273,8 +273,9 @@ def test_with_step_one_a_proportional_estimate_that_measured_nothing_is_not_take
     # within one staircase step, so round 2 takes a few units of the 16-wide last conv, whose layers are too
     # short for the tables: a proportional estimate, and on the staircase it saves nothing. Before, every round
     # after took 1-3 more units of it and the run ended at the round cap, missing the deadline (exit 3). Now
-    # that group's estimate is set aside and the next round takes a real step.
-    r = prune(_cfg(fake_target, tmp_path / "run", 0.6 * DENSE_MS, step=1.0)).report
+    # that group's estimate is set aside and the next round takes a real step. (Without regrowth: regrown from
+    # the halved model, round 1 lands in the window at 0.20 ms, the test below.)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.6 * DENSE_MS, step=1.0, regrow=False)).report
     rounds = r["rounds"]
     assert r["deadline_met"] and len(rounds) < 10
     proxied = [rd for rd in rounds if rd["groups"] and all(g["proxy"] for g in rd["groups"])]
@@ -286,6 +287,26 @@ def test_with_step_one_a_proportional_estimate_that_measured_nothing_is_not_take
     later = [rd for rd in rounds if rd["round"] > first["round"]]
     assert later and all(set_aside <= set(rd["proxies_set_aside"]) for rd in later)
     assert not any(g["proxy"] and g["group"] in set_aside for rd in later for g in rd["groups"])
+
+
+def test_a_uniform_share_past_the_window_is_given_back_the_units_that_cost_least(fake_target, tmp_path):
+    # Every width halved reads 0.14 ms, a third under a 0.21 ms deadline; the next wider share reads 0.25 ms, over
+    # it. Regrown from the halved model (regrow.py), the 32 units the staircase prices lowest come back, and that
+    # plan reads 0.20 ms, inside the window, with more parameters than the allocator's plan at 0.21 ms: it is the
+    # one fine-tuned, and the run ends on round 1.
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.6 * DENSE_MS, step=1.0)).report
+    first, accepted = _round_one(r)
+    assert [(p["family"], p["status"]) for p in accepted] == [("regrown", "met")]
+    halved = next(p for p in first["probes"] if p["family"] == "uniform" and p["share"] == 0.5)
+    regrown = accepted[0]
+    assert halved["status"] == "over" and regrown["share"] == 0.5
+    assert regrown["params"] > halved["params"]
+    assert regrown["measured_ms"] == pytest.approx(0.20, rel=0.01)
+    assert sum(t["restored"] for t in first["restored"]) == 32
+    assert r["best_round"] == 1 and r["deadline_met"] and r["final_latency_ms"]["p50"] <= 0.21
+    # without regrowth the same run takes longer to land, or lands further from the deadline
+    plain = prune(_cfg(fake_target, tmp_path / "plain", 0.6 * DENSE_MS, step=1.0, regrow=False)).report
+    assert not any(p["family"] == "regrown" for rd in plain["rounds"] for p in rd["probes"])
 
 
 def test_deadline_under_the_floor_is_refused_before_pruning(fake_target, tmp_path):
@@ -395,8 +416,8 @@ def test_past_a_threshold_of_one_a_round_that_selects_nothing_ends_the_loop(fake
         return {}, {"need_ms": 0.0}
 
     monkeypatch.setattr(LatencyPlanner, "plan", nothing_after_the_first)
-    with pytest.raises(ConstraintNotMet) as caught:
-        prune(_cfg(fake_target, tmp_path / "idle", 0.6 * DENSE_MS))
+    with pytest.raises(ConstraintNotMet) as caught:  # without regrowth, which lands round 1 in the window here
+        prune(_cfg(fake_target, tmp_path / "idle", 0.6 * DENSE_MS, regrow=False))
     r = caught.value.result.report
     # past 1 the target is the aim itself: growing the threshold 30 times would plan the same nothing
     assert calls == [0.5, 1.0], calls

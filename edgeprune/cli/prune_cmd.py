@@ -49,6 +49,10 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="every latency round also measures the uniform-share plans (every group at one share of its "
                    "dense width) aimed at the deadline, and fine-tunes one that lands in the slack window instead of "
                    "the round's own plan unless that one lands there with more parameters")
+@click.option("--regrow/--no-regrow", default=True, show_default=True,
+              help="where a uniform-share plan is found, also measure it with units given back up to the aim, "
+                   "those costing the least latency for the importance they carry first, and fine-tune that plan "
+                   "where it lands in the slack window")
 @click.option("--latency-frame", type=click.Choice(["auto", "dense", "own"]), default="auto", show_default=True,
               help="dense: every reading in the loop is the model timed between two readings of the dense model, "
                    "scaled to the dense model's speed at the start, so a machine whose speed drifts does not move "
@@ -76,7 +80,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key, warmup, iterations, min_time,
           data, val_data, test_data, mean, std, importance, importance_p, calib_images, aggregate, method,
           weighting, fraction, step, max_rounds, max_acc_drop, params_reduction, max_params, memory_mb, latency_ms, metric, allocator, compare_uniform,
-          latency_frame, confidence, slack, finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
+          regrow, latency_frame, confidence, slack, finetune_epochs, final_epochs, train_limit, batch_size, lr, retrain, rewind_snapshot, rewind_epoch,
           max_batches, seed, output, resume, force, fmt, quiet) -> None:
     """Prune MODEL's filters until the constraints hold; write the pruned model, ONNX and report to -o."""
     from ..prune import PruneConfig, run_prune
@@ -88,7 +92,7 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
         importance_p=importance_p, calib_images=calib_images, aggregate=aggregate, method=method,
         weighting=weighting, fraction=fraction, step=step, max_rounds=max_rounds, max_acc_drop=max_acc_drop,
         params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb, latency_ms=latency_ms,
-        metric=metric, allocator=allocator, compare_uniform=compare_uniform,
+        metric=metric, allocator=allocator, compare_uniform=compare_uniform, regrow=regrow,
         latency_frame=latency_frame, confidence=confidence, slack=slack,
         finetune_epochs=finetune_epochs, final_epochs=final_epochs, train_limit=train_limit,
         batch_size=batch_size, lr=lr, retrain=retrain, rewind_snapshot=rewind_snapshot,
