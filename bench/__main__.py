@@ -24,6 +24,7 @@ BENCHMARKS = {
     "deadline": "bench.bench_deadline",
     "at_deadline": "bench.bench_at_deadline",
     "criteria": "bench.bench_criteria",
+    "regrow": "bench.bench_regrow",
 }
 
 RESULTS = Path(__file__).parent / "results"

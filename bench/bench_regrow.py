@@ -1,0 +1,221 @@
+"""Units given back to a uniform share (issue 5, a follow-up to benchmark 2): does the plan regrow.py makes
+from the halved ResNet-56 keep more accuracy than the halved model, at the same measured deadline?
+
+Benchmark 2 (`at_deadline`) runs the whole loop, whose outcome on a shared machine turns as much on noisy
+readings as on the plans. Here only the plan changes. Per seed: `zoo:cifar_resnet56` with the shared weights,
+input 32x3x32x32 on target `cpu`; the deadline D is half the dense p50. The policy's own pieces make two plans
+from the dense model with activation importance: the 0.5 uniform share (LatencyPlanner.uniform_family) and the
+same share with units given back up to the aim (LatencyPlanner.regrown, from the share's reading). Each is
+timed `repeats` times in turn with the dense model (dense, plan, dense, plan, ..., each reading in a profiler
+process of its own), the share first, since the regrown plan is made from its reading: its median ratio to the
+dense readings around it, at the dense p50 the deadline was set from. A seed whose share reads at or over the
+aim has nothing to give back and is reported as such; a regrown plan that reads over the deadline is planned
+once more, as the loop does (prune._regrown_probes), with the allowance scaled by the latency it really added
+over what the tables predicted, and the last plan is the one compared. Then both get identical fine-tuning (the same first
+`train_limit` CIFAR-10
+training images, epochs, lr, batch size, seed, cosine schedule) and are tested on the 2,500 odd-position
+images of val.npz (benchmark 2's test set); McNemar's exact test on the same images.
+
+Reproduce: `python -m bench regrow --seeds 0,1,2` (EDGEPRUNE_BENCH_TRAIN_LIMIT, default 5000, and
+EDGEPRUNE_BENCH_EPOCHS, default 2, as the criteria benchmark). About 4 min per seed on a quiet 2-core machine,
+plus the cost model's first build (about 2 min, then cached). `--quick` is a smoke run on a few batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from bench.bench_at_deadline import _predictions, mcnemar
+from bench.table import print_table
+from edgeprune.probing import RATIO_BOUNDS
+
+MODEL = "zoo:cifar_resnet56"
+
+
+@dataclass(frozen=True)
+class Setup:
+    shape: tuple[int, ...]
+    train_limit: int
+    epochs: int
+    repeats: int  # interleaved readings of each plan
+    batch_size: int = 64
+    lr: float = 0.01
+    calib_images: int = 256
+    test_images: int = 2500
+    warmup: int = 10
+    iterations: int = 100
+    min_time_s: float = 2.0
+    max_batches: int | None = None
+
+
+def setup_from_env(quick: bool) -> Setup:
+    if quick:
+        return Setup(shape=(8, 3, 32, 32), train_limit=64, epochs=1, repeats=1, calib_images=32, test_images=200,
+                     warmup=2, iterations=10, min_time_s=0.1, max_batches=2)
+    return Setup(shape=(32, 3, 32, 32), train_limit=int(os.environ.get("EDGEPRUNE_BENCH_TRAIN_LIMIT", "5000")),
+                 epochs=int(os.environ.get("EDGEPRUNE_BENCH_EPOCHS", "2")), repeats=3)
+
+
+def in_turn(p50: dict[str, Any], names: list[str], repeats: int) -> dict[str, Any]:
+    """Each model timed `repeats` times between readings of the dense model: `p50(name)` takes one reading.
+    Returns every reading and, per model, the median ratio to the mean of its two dense neighbours."""
+    readings: dict[str, list[float]] = {"dense": [p50["dense"]()]}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(repeats):
+        for n in (names if rep % 2 == 0 else list(reversed(names))):
+            own = p50[n]()
+            after = p50["dense"]()
+            readings.setdefault(n, []).append(own)
+            ratios[n].append(own / ((readings["dense"][-1] + after) / 2))
+            readings["dense"].append(after)
+    return {"readings_ms": readings, "ratios": ratios, "ratio": {n: float(median(r)) for n, r in ratios.items()},
+            "dense_ms": float(median(readings["dense"]))}
+
+
+def plans(dense, example, target, scores, groups, dense_ms: float):
+    """(the 0.5 share's units, a function giving the regrown units from the share's reading) made by the policy's
+    planner on a cost model of the dense model."""
+    from edgeprune.costmodel import CostModel
+    from edgeprune.latency import LatencyPlanner, layer_widths
+
+    cm = CostModel.build(dense, example, target)
+    cm.calibrate(dense_ms)
+    planner = LatencyPlanner(cm, dense_ms, 0.5 * dense_ms)
+    planner.dense_sizes = {g.id: g.size for g in groups}
+    widths = layer_widths(dense)
+    family, _start = planner.uniform_family(groups, scores, widths)
+    half = next(units for units, info in family if info["share"] == 0.5)
+
+    def regrown(half_reading_ms: float, added_ratio: float | None = None):
+        out = planner.regrown(half, groups, scores, widths, half_reading_ms, added_ratio=added_ratio)
+        return (out[0], out[1]) if out is not None else (half, {"restored": []})
+
+    return half, regrown
+
+
+def run_seed(setup: Setup, seed: int, root: Path, tmp: Path) -> dict[str, Any]:
+    import torch
+
+    from edgeprune.data import load_npz, load_task_data
+    from edgeprune.latency import measure_model
+    from edgeprune.models import ZOO, load_model
+    from edgeprune.profiling import resolve_target
+    from edgeprune.pruning import PruningGraph, count_params_flops, get_importance
+    from edgeprune.training import TrainConfig, finetune
+
+    entry = ZOO[MODEL.split(":", 1)[1]]
+    x, y = load_npz(root / "cifar10" / "val.npz")
+    test_path = tmp / "test.npz"
+    np.savez(test_path, x=x[1::2][: setup.test_images], y=y[1::2][: setup.test_images])
+    test = load_task_data(str(test_path), str(test_path), mean=entry.mean, std=entry.std, batch_size=250,
+                          input_shape=entry.input_shape, num_classes=entry.num_classes)
+    loaded = load_model(MODEL, weights=str(root / "weights" / "cifar_resnet56.th"), shape=setup.shape)
+    dense = loaded.module.eval()
+    task = load_task_data(str(root / "cifar10" / "train.npz"), str(test_path), val_fraction=0.1,
+                          train_limit=setup.train_limit, batch_size=setup.batch_size, mean=loaded.mean,
+                          std=loaded.std, seed=seed, input_shape=loaded.input_shape, num_classes=loaded.num_classes)
+    target = resolve_target("cpu", warmup=setup.warmup, iterations=setup.iterations, min_time_s=setup.min_time_s)
+    example = torch.zeros(setup.shape)
+    graph = PruningGraph(copy.deepcopy(dense), example)
+    groups = graph.groups()
+    torch.manual_seed(seed)
+    scores = get_importance("activation").scores(graph.model, graph, groups, task.calibration_batches(setup.calib_images))
+
+    def p50_of(module):
+        return lambda: float(measure_model(loaded, module, target)["latency_ms"]["p50"])
+
+    def build(units):
+        model = copy.deepcopy(dense)
+        PruningGraph(model, example).prune_many(units)
+        return model.eval()
+
+    dense_ms = p50_of(dense)()
+    half_units, regrow_from = plans(dense, example, target, scores, groups, dense_ms)
+    half = build(half_units)
+    first = in_turn({"dense": p50_of(dense), "half": p50_of(half)}, ["half"], setup.repeats)
+    # as the loop reads a plan: its ratio to the dense model, at the dense speed the deadline was set from
+    half_reading = first["ratio"]["half"] * dense_ms
+    print(f"seed {seed}: dense {dense_ms:.2f} ms, the 0.5 share at {first['ratio']['half']:.3f} of it "
+          f"(ratios {[round(r, 3) for r in first['ratios']['half']]})", flush=True)
+    regrown_units, info = regrow_from(half_reading)
+    if not info.get("restored"):
+        print(f"seed {seed}: the 0.5 share reads at or over the aim ({half_reading:.2f} ms against "
+              f"{0.5 * dense_ms * 0.975:.2f}): nothing to give back", flush=True)
+        return {"seed": seed, "dense_ms": dense_ms, "half_reading_ms": half_reading, "timing_half": first,
+                "restored": [], "plans": [], "regrown_vs_half": None}
+    regrown = build(regrown_units)
+    second = in_turn({"dense": p50_of(dense), "regrown": p50_of(regrown)}, ["regrown"], setup.repeats)
+    attempts = [{"ratio": second["ratio"]["regrown"], "restored": info["restored"]}]
+    predicted_added = info["predicted_latency_ms"] - info["predicted_share_ms"]
+    measured_added = (second["ratio"]["regrown"] - first["ratio"]["half"]) * dense_ms
+    if second["ratio"]["regrown"] * dense_ms > 0.5 * dense_ms and predicted_added > 0 and measured_added > 0:
+        # as the loop does (prune._regrown_probes): over the deadline, planned once more with the allowance
+        # scaled by the latency the first plan really added over what the tables predicted
+        lo, hi = RATIO_BOUNDS
+        regrown_units, info = regrow_from(half_reading, min(hi, max(lo, measured_added / predicted_added)))
+        if info.get("restored"):
+            regrown = build(regrown_units)
+            second = in_turn({"dense": p50_of(dense), "regrown": p50_of(regrown)}, ["regrown"], setup.repeats)
+            attempts.append({"ratio": second["ratio"]["regrown"], "restored": info["restored"]})
+    print(f"seed {seed}: regrown plans at {[round(a['ratio'], 3) for a in attempts]} of dense", flush=True)
+    timing = {"ratio": {"half": first["ratio"]["half"], "regrown": second["ratio"]["regrown"]},
+              "half": first, "regrown": second}
+    cfg = TrainConfig(epochs=setup.epochs, lr=setup.lr, batch_size=setup.batch_size, mode="finetune",
+                      train_limit=setup.train_limit, seed=seed, max_batches=setup.max_batches)
+    rows, correct = [], {}
+    for name, model in (("half", half), ("regrown", regrown)):
+        params, flops = count_params_flops(model, torch.zeros((1,) + tuple(setup.shape[1:])))
+        started = time.perf_counter()
+        torch.manual_seed(seed)
+        finetune(model, task, cfg)
+        correct[name], _ = _predictions(model.eval(), test.val)
+        rows.append({"plan": name, "params": params, "flops": flops, "ratio_to_dense": timing["ratio"][name],
+                     "test_acc": 100.0 * float(correct[name].mean()), "train_s": round(time.perf_counter() - started, 1)})
+        print(f"seed {seed} {name}: {params:,} params, {timing['ratio'][name]:.3f} of dense, "
+              f"test {rows[-1]['test_acc']:.2f}%", flush=True)
+    return {"seed": seed, "dense_ms": dense_ms, "half_reading_ms": half_reading, "attempts": attempts,
+            "restored": info.get("restored", []), "timing": timing, "plans": rows,
+            "regrown_vs_half": mcnemar(correct["regrown"], correct["half"])}
+
+
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    runs = [r for r in runs if r["regrown_vs_half"] is not None]
+    out = {"regrown_minus_half_pts": [r["regrown_vs_half"]["acc_diff_pts"] for r in runs],
+           "p_values": [r["regrown_vs_half"]["p_value"] for r in runs]}
+    print_table(
+        f"{MODEL} at 32x3x32x32 on cpu: the 0.5 uniform share and the same share regrown up to the aim of a deadline "
+        "of half the dense p50; identical fine-tuning; test top-1 on 2,500 images",
+        ["seed", "plan", "params", "of dense (median)", "test %", "regrown - half (pts)", "McNemar p"],
+        [[r["seed"], p["plan"], f"{p['params']:,}", f"{p['ratio_to_dense']:.3f}", f"{p['test_acc']:.2f}",
+          f"{r['regrown_vs_half']['acc_diff_pts']:+.2f}" if p["plan"] == "regrown" else "",
+          f"{r['regrown_vs_half']['p_value']:.2g}" if p["plan"] == "regrown" else ""]
+         for r in runs for p in r["plans"]])
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    from edgeprune.data import data_root
+    from edgeprune.training import configure_threads
+
+    setup = setup_from_env(quick)
+    root = data_root()
+    needed = [root / "weights" / "cifar_resnet56.th", root / "cifar10" / "val.npz", root / "cifar10" / "train.npz"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        print(f"skipped: shared data missing ({', '.join(missing)}); set EDGEPRUNE_DATA")
+        return {"skipped": f"missing {', '.join(missing)}"}
+    configure_threads()
+    text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
+    seeds = [int(v) for v in text.split(",") if v.strip()] if text else [0]
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-regrow-") as tmp:
+        runs = [run_seed(setup, seed, root, Path(tmp)) for seed in seeds]
+    return {"setup": asdict(setup), "runs": runs, "summary": summarise(runs)}
