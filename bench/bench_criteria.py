@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_at_deadline import _predictions, mcnemar
+from bench.cifar_seeds import per_seed
 from bench.table import print_table
 
 MODEL = "zoo:cifar_resnet56"
@@ -149,19 +149,8 @@ def summarise(setup: Setup, runs: list[dict]) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict:
-    from edgeprune.data import data_root
-    from edgeprune.training import configure_threads
-
     setup = setup_from_env(quick)
-    root = data_root()
-    needed = [root / "weights" / "cifar_resnet56.th", root / "cifar10" / "val.npz", root / "cifar10" / "train.npz"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        print(f"skipped: shared data missing ({', '.join(missing)}); set EDGEPRUNE_DATA")
-        return {"skipped": f"missing {', '.join(missing)}"}
-    configure_threads()
-    text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
-    seeds = [int(v) for v in text.split(",") if v.strip()] if text else [0]
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-criteria-") as tmp:
-        runs = [run_seed(setup, seed, root, Path(tmp)) for seed in seeds]
+    runs = per_seed("edgeprune-bench-criteria-", lambda seed, root, tmp: run_seed(setup, seed, root, tmp))
+    if isinstance(runs, dict):
+        return runs
     return {"setup": setup.__dict__, "runs": runs, "summary": summarise(setup, runs)}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_at_deadline import _predictions, mcnemar
+from bench.cifar_seeds import per_seed
 from bench.table import print_table
 from edgeprune.probing import RATIO_BOUNDS
 
@@ -203,19 +203,8 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict:
-    from edgeprune.data import data_root
-    from edgeprune.training import configure_threads
-
     setup = setup_from_env(quick)
-    root = data_root()
-    needed = [root / "weights" / "cifar_resnet56.th", root / "cifar10" / "val.npz", root / "cifar10" / "train.npz"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        print(f"skipped: shared data missing ({', '.join(missing)}); set EDGEPRUNE_DATA")
-        return {"skipped": f"missing {', '.join(missing)}"}
-    configure_threads()
-    text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
-    seeds = [int(v) for v in text.split(",") if v.strip()] if text else [0]
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-regrow-") as tmp:
-        runs = [run_seed(setup, seed, root, Path(tmp)) for seed in seeds]
+    runs = per_seed("edgeprune-bench-regrow-", lambda seed, root, tmp: run_seed(setup, seed, root, tmp))
+    if isinstance(runs, dict):
+        return runs
     return {"setup": asdict(setup), "runs": runs, "summary": summarise(runs)}
