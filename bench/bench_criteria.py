@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_at_deadline import _predictions, mcnemar
-from bench.cifar_seeds import per_seed
+from bench.cifar_seeds import per_seed, resnet56_and_data
 from bench.table import print_table
 
 MODEL = "zoo:cifar_resnet56"
@@ -85,22 +85,12 @@ def pruned_by(criterion: str, dense, calib, share: float):
 def run_seed(setup: Setup, seed: int, root: Path, tmp: Path) -> dict[str, Any]:
     import torch
 
-    from edgeprune.data import load_npz, load_task_data
-    from edgeprune.models import ZOO, load_model
     from edgeprune.pruning import count_params_flops
     from edgeprune.training import TrainConfig, finetune
 
-    entry = ZOO[MODEL.split(":", 1)[1]]
-    x, y = load_npz(root / "cifar10" / "val.npz")
-    test_path = tmp / "test.npz"
-    np.savez(test_path, x=x[1::2][: setup.test_images], y=y[1::2][: setup.test_images])
-    test = load_task_data(str(test_path), str(test_path), mean=entry.mean, std=entry.std, batch_size=250,
-                          input_shape=entry.input_shape, num_classes=entry.num_classes)
-    loaded = load_model(MODEL, weights=str(root / "weights" / "cifar_resnet56.th"))
+    loaded, test, task = resnet56_and_data(root, tmp, seed, test_images=setup.test_images,
+                                           train_limit=setup.train_limit, batch_size=setup.batch_size)
     dense = loaded.module.eval()
-    task = load_task_data(str(root / "cifar10" / "train.npz"), str(test_path), val_fraction=0.1,
-                          train_limit=setup.train_limit, batch_size=setup.batch_size, mean=loaded.mean,
-                          std=loaded.std, seed=seed, input_shape=loaded.input_shape, num_classes=loaded.num_classes)
     calib = task.calibration_batches(setup.calib_images)  # (inputs, targets): taylor uses the targets
     train_cfg = TrainConfig(epochs=setup.epochs, lr=setup.lr, batch_size=setup.batch_size, mode="finetune",
                             train_limit=setup.train_limit, seed=seed, max_batches=setup.max_batches)

@@ -31,10 +31,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import numpy as np
-
 from bench.bench_at_deadline import _predictions, mcnemar
-from bench.cifar_seeds import per_seed
+from bench.cifar_seeds import per_seed, resnet56_and_data
 from bench.table import print_table
 from edgeprune.probing import RATIO_BOUNDS
 
@@ -105,24 +103,14 @@ def plans(dense, example, target, scores, groups, dense_ms: float):
 def run_seed(setup: Setup, seed: int, root: Path, tmp: Path) -> dict[str, Any]:
     import torch
 
-    from edgeprune.data import load_npz, load_task_data
     from edgeprune.latency import measure_model
-    from edgeprune.models import ZOO, load_model
     from edgeprune.profiling import resolve_target
     from edgeprune.pruning import PruningGraph, count_params_flops, get_importance
     from edgeprune.training import TrainConfig, finetune
 
-    entry = ZOO[MODEL.split(":", 1)[1]]
-    x, y = load_npz(root / "cifar10" / "val.npz")
-    test_path = tmp / "test.npz"
-    np.savez(test_path, x=x[1::2][: setup.test_images], y=y[1::2][: setup.test_images])
-    test = load_task_data(str(test_path), str(test_path), mean=entry.mean, std=entry.std, batch_size=250,
-                          input_shape=entry.input_shape, num_classes=entry.num_classes)
-    loaded = load_model(MODEL, weights=str(root / "weights" / "cifar_resnet56.th"), shape=setup.shape)
+    loaded, test, task = resnet56_and_data(root, tmp, seed, test_images=setup.test_images,
+                                           train_limit=setup.train_limit, batch_size=setup.batch_size, shape=setup.shape)
     dense = loaded.module.eval()
-    task = load_task_data(str(root / "cifar10" / "train.npz"), str(test_path), val_fraction=0.1,
-                          train_limit=setup.train_limit, batch_size=setup.batch_size, mean=loaded.mean,
-                          std=loaded.std, seed=seed, input_shape=loaded.input_shape, num_classes=loaded.num_classes)
     target = resolve_target("cpu", warmup=setup.warmup, iterations=setup.iterations, min_time_s=setup.min_time_s)
     example = torch.zeros(setup.shape)
     graph = PruningGraph(copy.deepcopy(dense), example)

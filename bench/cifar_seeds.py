@@ -26,3 +26,26 @@ def per_seed(prefix: str, run_seed: Callable[[int, Path, Path], dict[str, Any]])
     seeds = [int(v) for v in text.split(",") if v.strip()] if text else [0]
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         return [run_seed(seed, root, Path(tmp)) for seed in seeds]
+
+
+def resnet56_and_data(root: Path, tmp: Path, seed: int, *, test_images: int, train_limit: int, batch_size: int,
+                      shape: tuple[int, ...] | None = None):
+    """(the shared pretrained ResNet-56, loaded at `shape` or its zoo default; the test set: the first
+    `test_images` odd-position images of val.npz, benchmark 2's; the task: the first `train_limit` CIFAR-10
+    training images, seeded) for one seed."""
+    import numpy as np
+
+    from edgeprune.data import load_npz, load_task_data
+    from edgeprune.models import ZOO, load_model
+
+    entry = ZOO["cifar_resnet56"]
+    x, y = load_npz(root / "cifar10" / "val.npz")
+    test_path = tmp / "test.npz"
+    np.savez(test_path, x=x[1::2][:test_images], y=y[1::2][:test_images])
+    test = load_task_data(str(test_path), str(test_path), mean=entry.mean, std=entry.std, batch_size=250,
+                          input_shape=entry.input_shape, num_classes=entry.num_classes)
+    loaded = load_model("zoo:cifar_resnet56", weights=str(root / "weights" / "cifar_resnet56.th"), shape=shape)
+    task = load_task_data(str(root / "cifar10" / "train.npz"), str(test_path), val_fraction=0.1,
+                          train_limit=train_limit, batch_size=batch_size, mean=loaded.mean, std=loaded.std, seed=seed,
+                          input_shape=loaded.input_shape, num_classes=loaded.num_classes)
+    return loaded, test, task
