@@ -214,9 +214,7 @@ class LatencyPlanner:
         if allow_ms <= 0:
             return None
         live = [g for g in groups if g.id in removal]
-        bundled = {g.id for members in shared_dimension_bundles(
-            [g for g in groups if g.size > 1 and any(p in cm.current for p, _ in g.index_map)], cm.current)
-            for g in members}
+        bundled = {g.id for members in shared_dimension_bundles(groups, cm.current) for g in members}
         normalised = normalise_per_layer(scores)
         units, taken = regrow(live, normalised, cm, removal, allow_ms, bundled)
         if not taken:

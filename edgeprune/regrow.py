@@ -40,6 +40,14 @@ def removal_widths(groups: Mapping[str, ChannelGroup], removal: Mapping[str, lis
     return widths
 
 
+def removed_first(s: np.ndarray, units) -> list[int]:
+    """A group's unit indices: the removed `units` lowest-scored first, then the rest lowest-scored first, so that
+    the first k of this order are a removal of k units and `importance_lost` prices it."""
+    removed = set(units)
+    order = lowest_first(s)
+    return [u for u in order if u in removed] + [u for u in order if u not in removed]
+
+
 def regrow(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_model,
            removal: Mapping[str, list[int]], allow_ms: float, bundled: set[str] = frozenset()
            ) -> tuple[dict[str, list[int]], list[dict]]:
@@ -54,17 +62,15 @@ def regrow(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray], cost_mo
     current = dict(cost_model.current)
     s = {gid: np.asarray(scores[gid], dtype=np.float64) for gid in removal}
     # removed units, most important last, so that keeping the first k of this order is the plan less j units
-    kept_order = {gid: [u for u in lowest_first(s[gid]) if u in set(units)] for gid, units in removal.items()}
+    orders = {gid: removed_first(s[gid], units) for gid, units in removal.items()}
     counts = {gid: len(units) for gid, units in removal.items()}
     maps = {gid: feature_maps(by_id[gid], current) for gid in removal}
 
     def removal_now(c: Mapping[str, int]) -> dict[str, list[int]]:
-        return {gid: kept_order[gid][:k] for gid, k in c.items() if k}
+        return {gid: orders[gid][:k] for gid, k in c.items() if k}
 
-    def lost(gid: str, k: int) -> float:
-        # priced as the allocator prices a removal of the group's k lowest units, with the plan's own units
-        order = kept_order[gid] + [u for u in lowest_first(s[gid]) if u not in set(kept_order[gid])]
-        return importance_lost(s[gid], order, k, maps[gid])
+    def lost(gid: str, k: int) -> float:  # priced as the allocator prices a removal
+        return importance_lost(s[gid], orders[gid], k, maps[gid])
 
     predicted = cost_model.predict(removal_widths(by_id, removal_now(counts), current))
     spent, taken = 0.0, []
@@ -108,8 +114,7 @@ def removal_groups(groups: list[ChannelGroup], scores: Mapping[str, np.ndarray],
         if not units:
             continue
         s = np.asarray(scores[gid], dtype=np.float64)
-        order = [u for u in lowest_first(s) if u in set(units)]
-        order += [u for u in lowest_first(s) if u not in set(units)]
+        order = removed_first(s, units)
         out.append({"group": gid, "removed": len(units),
                     "latency_saving_ms": base - cost_model.predict(_widths_after(by_id[gid], set(units), current)),
                     "importance_lost": importance_lost(s, order, len(units), feature_maps(by_id[gid], current)),
