@@ -140,3 +140,25 @@ def test_readings_out_of_order_with_their_allowances_stop_the_corrections():
     past = {"allow_ms": 6.0, "predicted_added_ms": 6.0, "measured_ms": 18.0, "status": "over"}
     assert _regrow_correction([short, past], 19.8, 9.875) is None  # more given back, yet read faster: noise
     assert _regrow_correction([dict(past, status="met")], 19.8, 9.875) is None
+
+
+def _probe(status: str, ms: float, params: int, family: str = "allocator"):
+    from edgeprune.probing import Probe
+
+    return Probe({"g": [0]}, {"family": family, "params": params}, None, None, {"value": ms, "upper": ms}, status)
+
+
+def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_of_the_one_in_it():
+    from edgeprune.policies import LatencyBudget
+    from edgeprune.prune import _bigger_past_window
+
+    deadline = LatencyBudget(deadline_ms=21.0, slack=0.05)  # window 19.95-21.0; "just past" down to 18.9
+    halved = _probe("met", 20.7, 214_546, "uniform")
+    bigger = _probe("over", 19.7, 409_450)
+    too_fast = _probe("over", 18.3, 500_000)  # more than twice the slack under: past is past
+    smaller = _probe("over", 19.9, 200_000)
+    chosen = _bigger_past_window(halved, [bigger, too_fast, smaller, halved], deadline, 2)
+    assert chosen is bigger and chosen.info["past_window_more_capacity"]["instead_of_params"] == 214_546
+    assert _bigger_past_window(halved, [too_fast, smaller, halved], deadline, 2) is halved
+    short = _probe("below", 22.0, 300_000)  # nothing in the window: the round goes on from a short plan as before
+    assert _bigger_past_window(short, [bigger, short], deadline, 2) is short
