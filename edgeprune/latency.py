@@ -62,7 +62,8 @@ def measure_model(loaded, module, target, *, per_node: bool = False) -> dict[str
 
 
 def deciding_reading(readings: list[dict[str, Any]], again: Callable[[], dict[str, Any]],
-                     deadline_ms: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     deadline_ms: float, classify: Callable[[dict[str, Any]], Any] | None = None,
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Decide a deadline on two readings of the model, in separate profiler processes, or three where the
     two disagree; returns the deciding reading and all of them.
 
@@ -70,12 +71,14 @@ def deciding_reading(readings: list[dict[str, Any]], again: Callable[[], dict[st
     processes differ: ResNet-56 at batch 32 read 12.9-14.2 ms p50 over six fresh processes on this
     machine (3.3% coefficient of variation), so one reading each way is a coin toss near the deadline.
     The deciding reading is the median by upper bound (of two that agree, the slower): since meeting
-    is monotone in the bound, it meets exactly when most readings do.
+    is monotone in the bound, it meets exactly when most readings do. `classify` replaces "meets the deadline"
+    as what the two must agree on (the loop's plans: short of the deadline, in the slack window, past it).
     """
+    verdict = classify or (lambda r: r["upper"] <= deadline_ms)
     readings = list(readings)
     while len(readings) < 2:
         readings.append(again())
-    if len(readings) == 2 and (readings[0]["upper"] <= deadline_ms) != (readings[1]["upper"] <= deadline_ms):
+    if len(readings) == 2 and verdict(readings[0]) != verdict(readings[1]):
         readings.append(again())
     return sorted(readings, key=lambda r: r["upper"])[len(readings) // 2], readings
 

@@ -115,35 +115,12 @@ PAIR_MIN_MS = 20.0
 
 
 FRAME_REACH = 0.25  # a frame reading this near the deadline, either side, is taken again before it is judged
-FRAME_READINGS = 3  # at most, per plan
 
 
 def near_deadline(latency: dict[str, Any], deadline_ms: float, reach: float = FRAME_REACH) -> bool:
     """Whether a reading lands within `reach` of the deadline, either side: where one reading's noise can move
     a plan between short of the deadline, the window and past it."""
     return (1 - reach) * deadline_ms <= latency["value"] <= (1 + reach) * deadline_ms
-
-
-def settled_reading(first: dict[str, Any], again: Callable[[], dict[str, Any]],
-                    status: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-    """A plan's reading once two of its readings agree on its status (short, in the window, past), at most
-    FRAME_READINGS: of two that agree the slower, of three the median by upper bound. The deciding reading
-    carries every reading's value and upper bound under `readings`.
-
-    In the dense model's frame a ratio still moves with the minute: in benchmark 2 (session 16, seed 0) the
-    halved ResNet-56 read 0.574 of dense in round 1 (short of a deadline at 0.478) and 0.449 in the baseline's
-    bisection an hour later; round 2's plan read 0.472 (in the window), was fine-tuned and delivered, and read
-    0.30-0.35 afterwards: the run ended at 0.35 of dense, 12 points under uniform pruning."""
-    readings = [first]
-    while len(readings) < FRAME_READINGS:
-        readings.append(again())
-        statuses = [status(r) for r in readings]
-        if len(set(statuses)) < len(statuses):
-            break
-    ordered = sorted(readings, key=lambda r: r["upper"])
-    deciding = dict(ordered[len(ordered) // 2] if len(ordered) != 2 else ordered[1])
-    deciding["readings"] = [{"value": float(r["value"]), "upper": float(r["upper"])} for r in readings]
-    return deciding
 
 
 def pairs_apply(start_ms: float | None) -> bool:

@@ -220,9 +220,9 @@ def test_in_the_dense_frame_a_machine_that_stays_slower_is_followed_to_a_model_t
     # two readings of the dense model; the frame's dense latency is the fastest of the last three dense
     # readings (frame.py), so it moves from the start's 0.35 ms to 0.4375 once three slow ones agree. The
     # halved model, 0.40 of dense, reads 0.14 ms in the start's frame, near the 0.145 ms deadline, so it is
-    # read again (probing.settled_reading) and fine-tuned; its confirmation, in the slower frame, reads 0.175,
-    # short of the deadline, and the run prunes on to a model that meets the deadline at the speed the machine
-    # runs at when the artifact is checked.
+    # read again (latency.deciding_reading, classified by status) and fine-tuned; its confirmation, in the
+    # slower frame, reads 0.175, short of the deadline, and the run prunes on to a model that meets the deadline
+    # at the speed the machine runs at when the artifact is checked.
     _machine_changes_after_setup(monkeypatch, 1.25)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
     assert r["latency_frame"] == "dense"
