@@ -177,6 +177,7 @@ class PruneSession:
         if cfg.latency_frame not in FRAMES:
             raise EdgepruneError(f"latency frame {cfg.latency_frame!r} is not one of {', '.join(FRAMES)}")
         self.frame = None  # a DenseFrame once the dense model's reading exists (open_frame)
+        self.frame_start: dict[str, Any] | None = None  # the dense readings the frame's speed was settled from
         self._frame_dir: tempfile.TemporaryDirectory | None = None
         self.train_config = TrainConfig(
             epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, mode=cfg.retrain,
@@ -229,6 +230,7 @@ class PruneSession:
             dense_onnx, dense_p50_ms, lambda: open_runner(self.target),
             lambda model, directory: export_for_target(self._as_loaded(model), directory)[0],
             lambda stats, samples: metric_value(stats, samples, self.metric, self.cfg.confidence))
+        self.frame_start = self.frame.settle_start()
 
     def close(self) -> None:
         if self._frame_dir is not None:
@@ -441,8 +443,10 @@ def prune(cfg: PruneConfig) -> PruneResult:
     if planner is not None:
         s.open_frame((dense.get("latency_stats") or {}).get("p50"))
         if s.frame is not None:
-            log(f"every reading in the loop is taken in the dense model's frame ({dense['latency_stats']['p50']:.3f} "
-                "ms p50): each model timed between two readings of the dense model (--latency-frame)")
+            start = s.frame_start
+            log(f"every reading in the loop is taken in the dense model's frame ({start['start_ms']:.3f} ms p50, the "
+                f"slower ordinary speed of its readings {', '.join(f'{x:.3f}' for x in start['readings_ms'])} ms): "
+                "each model timed between two readings of the dense model (--latency-frame)")
 
     round_id = state["last_round"]
     overshot: dict[str, int] = state.setdefault("overshot_plans", {})
@@ -1102,6 +1106,7 @@ def _final_latency(s: PruneSession, model, exported, dense: dict, planner, histo
         "machine_drift": drift,
         # which readings the loop decided on (frame.py): the dense model's frame, or each model's own
         "latency_frame": "dense" if s.frame is not None else "own",
+        "frame_start": s.frame_start,
         "deadline_ms": s.cfg.latency_ms,
         "metric": s.metric,
         "confidence": s.cfg.confidence,
