@@ -1016,11 +1016,15 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
 
 
 def final_candidates(controller: AIAPController, history: list[dict], constraints: list[Constraint]) -> list[int]:
-    """The rounds worth delivering, best first: the least-pruned that meet every budget, accuracy intact.
+    """The rounds worth delivering, best first: those that meet every budget, accuracy intact, the most
+    accurate first (the least pruned where accuracy ties or is unknown).
 
     Rounds landing within a budget's slack come first. Channel granularity can make that window
     unreachable (one filter of a small net can be more than the slack), so rounds past the budget follow.
-    Without budgets (accuracy only) the last good round, the most pruned, is the one.
+    Accuracy ranks before size because a later round carries the fine-tuning of the rounds before it:
+    benchmark 2 (session 17) delivered round 1 (221,490 parameters, 62.68% after its fine-tuning) over the
+    round for margin that followed it (220,322, 67.72%), so the second round's fine-tuning counted in the
+    budget and bought nothing. Without budgets (accuracy only) the last good round, the most pruned, is the one.
     """
     budgets = [c.name for c in constraints if c.is_budget]
     hard = [c.name for c in constraints if not c.is_budget]
@@ -1029,7 +1033,8 @@ def final_candidates(controller: AIAPController, history: list[dict], constraint
               and all(r["constraints"][b] in ("met", "over") for b in budgets)]
         within = {r["round"] for r in ok if all(r["constraints"][b] == "met" for b in budgets)}
         if ok:
-            ranked = sorted(ok, key=lambda r: (r["round"] in within, r["params"], r["accuracy"] or 0.0), reverse=True)
+            ranked = sorted(ok, key=lambda r: (r["round"] in within, r["accuracy"] if r["accuracy"] is not None
+                                               else float("-inf"), r["params"]), reverse=True)
             return [r["round"] for r in ranked]
     last = controller.restart_from()
     return [] if last is None else [last]
