@@ -30,11 +30,13 @@ params and FLOPs (per image). Paired comparison (a) vs each other method on the 
 McNemar's exact test (two-sided binomial test on the discordant counts).
 
 FULL budget (about 40-60 min on a shared 2-core machine, where training ran at only 8-21 images/s under
-load; about 7 min per seed on a quiet one): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 6 rounds, 1 final epoch; latency settings warmup 10, iterations 100, min_time_s 2; 6
-bisection steps per baseline. `--quick` is a smoke run (batch-8 input, a few batches, tiny sets).
+load; about 7 min per seed on a quiet one): train_limit 1000, batch 64, lr 0.01, 1 epoch per (a) round, at most 6 rounds, 3 final epochs
+(the issue's "then fine-tune longer": at 1 final epoch, session 17, the policy's delivered model had its
+training in three separate 1-epoch schedules with pruning between, against one 3-epoch schedule for each
+baseline); latency settings warmup 10, iterations 100, min_time_s 2; 6 bisection steps per baseline. `--quick` is a smoke run (batch-8 input, a few batches, tiny sets).
 Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline [--seeds 0,1,2]` (EDGEPRUNE_DATA overrides the
 data root; EDGEPRUNE_BENCH_TRAIN_LIMIT=N fine-tunes every method on the first N training images instead of
-1000, each epoch then N images). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
+1000, each epoch then N images; EDGEPRUNE_BENCH_FINAL_EPOCHS=N sets (a)'s final epochs). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
 the baselines' fine-tuning change; the selection/test split does not) and a summary table follows.
 """
 
@@ -82,7 +84,7 @@ class Budget:
 
 
 FULL = Budget(shape=(32, 3, 32, 32), deadline_fraction=0.5, train_limit=1000, batch_size=64, lr=0.01,
-              finetune_epochs=1, final_epochs=1, max_rounds=6, calib_images=256, selection_images=2500,
+              finetune_epochs=1, final_epochs=3, max_rounds=6, calib_images=256, selection_images=2500,
               test_images=2500, warmup=10, iterations=100, min_time_s=2.0, bisect_steps=6, final_repeats=2)
 QUICK = Budget(shape=(8, 3, 32, 32), deadline_fraction=0.5, train_limit=64, batch_size=32, lr=0.01,
                finetune_epochs=1, final_epochs=1, max_rounds=2, calib_images=32, selection_images=200,
@@ -403,6 +405,9 @@ def run(quick: bool = False) -> dict:
     limit = os.environ.get("EDGEPRUNE_BENCH_TRAIN_LIMIT", "").strip()
     if limit:  # a larger fine-tuning set for every method: less of the outcome left to one short epoch's luck
         budget = dataclasses.replace(budget, train_limit=int(limit))
+    final = os.environ.get("EDGEPRUNE_BENCH_FINAL_EPOCHS", "").strip()
+    if final:
+        budget = dataclasses.replace(budget, final_epochs=int(final))
     text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
     seeds = [int(v) for v in text.split(",") if v.strip()] if text else [budget.seed]
     per_seed = [run_one(dataclasses.replace(budget, seed=seed)) for seed in seeds]
