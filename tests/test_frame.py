@@ -6,7 +6,7 @@ from itertools import count
 
 import pytest
 
-from edgeprune.frame import REUSE_S, DenseFrame, frame_applies
+from edgeprune.frame import REUSE_S, DenseFrame, frame_applies, ordinary_ms
 
 DENSE, PLAN = "dense.onnx", "plan.onnx"
 BASE_MS = {DENSE: 2.0, PLAN: 1.0}
@@ -104,6 +104,16 @@ def test_a_faster_spell_does_not_take_the_frame_under_the_start_s_speed():
         assert got["frame"]["ratio"] == pytest.approx(0.5) and got["value"] == pytest.approx(1.0)
     assert frame.dense_readings_ms == pytest.approx([2.0] + [1.8] * 3)
     assert frame.anchor_ms == pytest.approx(2.0)
+
+
+def test_one_reading_of_a_speed_within_the_spell_bound_moves_the_frame_to_it():
+    # benchmark 2, session 17: a run's three start readings all fell at 36 ms, then the machine read 40 by
+    # turns; the deadline holds at 40 only if the frame moves there at once
+    frame = _frame([1.0] * 3, [], clock=count(0, 100).__next__)
+    frame.dense_readings_ms = [1.8]  # started in the fast mode
+    assert frame.read_onnx(PLAN)["value"] == pytest.approx(0.9)  # in the frame as it stood
+    assert frame.anchor_ms == pytest.approx(2.0)
+    assert ordinary_ms([36.1, 36.3, 39.8, 41.6 * 1.7]) == pytest.approx(39.8)  # a 70% spell is not a speed
 
 
 def test_a_machine_back_from_a_slower_stretch_returns_to_the_start_s_speed():
