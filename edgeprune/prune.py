@@ -778,8 +778,11 @@ def _bigger_past_window(accepted, probes: list, deadline: LatencyBudget, round_i
 
     The window is narrower than one reading's noise: benchmark 2 (session 16, seed 0, round 2) read
     an allocator plan keeping 409,450 parameters at 18.2 and 19.7 ms, just past a 20.0-21.0 ms window, and the
-    halved model (214,546) at 18.3, 26.4 and 20.7 ms, in it; the halved model was fine-tuned and delivered."""
-    if accepted.status != "met":
+    halved model (214,546) at 18.3, 26.4 and 20.7 ms, in it; the halved model was fine-tuned and delivered.
+    The same holds where the plan to fine-tune is a uniform share past the window because the window falls
+    between two shares (`_take_between`): benchmark 2 (session 17, seed 1) read three regrown plans at 18.4-18.8
+    ms, past a 18.9-19.9 ms window, and fine-tuned the halved model they were regrown from, at 18.2."""
+    if accepted.status != "met" and not accepted.info.get("window_between_shares"):
         return accepted
     floor = deadline.deadline_ms * (1 - 2 * deadline.slack)
     bigger = [p for p in probes if p.status == "over" and p.latency["value"] >= floor

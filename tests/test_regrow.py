@@ -162,3 +162,11 @@ def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_
     assert _bigger_past_window(halved, [too_fast, smaller, halved], deadline, 2) is halved
     short = _probe("below", 22.0, 300_000)  # nothing in the window: the round goes on from a short plan as before
     assert _bigger_past_window(short, [bigger, short], deadline, 2) is short
+    # benchmark 2, session 17, seed 1: the halved model taken because the window fell between two shares, and
+    # regrown plans from it past the window too, with more parameters: the largest of those is fine-tuned
+    between = _probe("over", 18.5, 214_546, "uniform")
+    between.info["window_between_shares"] = {"share": 0.5, "ms": 18.5, "wider_share": 0.75, "wider_ms": 34.5}
+    regrown = [_probe("over", 19.6, 330_000, "regrown"), _probe("over", 19.2, 300_000, "regrown")]
+    assert _bigger_past_window(between, [between, *regrown], deadline, 1) is regrown[0]
+    past = _probe("over", 18.5, 214_546, "uniform")  # past the window for no such reason: left as it is
+    assert _bigger_past_window(past, [past, *regrown], deadline, 1) is past
