@@ -108,7 +108,7 @@ class Meter:
         import dataclasses
 
         from edgeprune.frame import DenseFrame
-        from edgeprune.latency import measure_model, metric_value
+        from edgeprune.latency import metric_value
         from edgeprune.profiling import export_for_target, resolve_target
         from edgeprune.runners import open_runner
 
@@ -117,7 +117,8 @@ class Meter:
                                      min_time_s=budget.min_time_s)
         self.points: list[dict[str, Any]] = []
         dense_onnx, _ = export_for_target(loaded, directory / "dense")
-        first = float(measure_model(loaded, loaded.module.eval(), self.target)["latency_ms"]["p50"])
+        with open_runner(self.target) as runner:  # the file just exported: measure_model would export it again
+            first = float(runner.measure(dense_onnx, per_node=False)["latency_ms"]["p50"])
         self.frame = DenseFrame(
             dense_onnx, first, lambda: open_runner(self.target),
             lambda model, d: export_for_target(dataclasses.replace(loaded, module=model), d)[0],
