@@ -25,7 +25,8 @@ its final fine-tuning); (b)-(d) then fine-tune for the same number of images x e
 
 Data: val.npz (5,000 images) is split by position: even positions (2,500) are (a)'s selection data; odd
 positions (2,500) are the test set, used only at the end. Per method: test top-1, the final model's p50
-re-measured in interleaved rounds (median over rounds; slack = (D - p50) / D),
+re-measured in 4 interleaved rounds (median over rounds; slack = (D - p50) / D; its ratio to the dense
+readings beside it, median over rounds),
 params and FLOPs (per image). Paired comparison (a) vs each other method on the same test images:
 McNemar's exact test (two-sided binomial test on the discordant counts).
 
@@ -78,14 +79,15 @@ class Budget:
     iterations: int
     min_time_s: float
     bisect_steps: int
-    final_repeats: int  # interleaved re-measurement rounds of the final models
+    final_repeats: int  # interleaved re-measurement rounds of the final models (4: the machine's speed modes
+    # last minutes each, and two rounds could fall one per mode)
     max_batches: int | None = None  # per epoch; smoke runs only
     seed: int = 0
 
 
 FULL = Budget(shape=(32, 3, 32, 32), deadline_fraction=0.5, train_limit=1000, batch_size=64, lr=0.01,
               finetune_epochs=1, final_epochs=3, max_rounds=6, calib_images=256, selection_images=2500,
-              test_images=2500, warmup=10, iterations=100, min_time_s=2.0, bisect_steps=6, final_repeats=2)
+              test_images=2500, warmup=10, iterations=100, min_time_s=2.0, bisect_steps=6, final_repeats=4)
 QUICK = Budget(shape=(8, 3, 32, 32), deadline_fraction=0.5, train_limit=64, batch_size=32, lr=0.01,
                finetune_epochs=1, final_epochs=1, max_rounds=2, calib_images=32, selection_images=200,
                test_images=200, warmup=2, iterations=10, min_time_s=0.1, bisect_steps=2, final_repeats=1,
@@ -430,17 +432,21 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
         out[name] = {
             "test_acc": [m["test_acc"] for m in rows], "final_p50_ms": [m["final_p50_ms"] for m in rows],
             "meets_in_all_final_runs": [m["meets_in_all_final_runs"] for m in rows],
+            "final_ratio": [m.get("final_ratio") for m in rows],
+            "meets_at_median": [m.get("meets_at_median", m["meets_in_all_final_runs"]) for m in rows],
             "a_minus_this_pts": diffs, "p_values": [m["vs_a"]["p_value"] for m in rows if "vs_a" in m],
             "a_better_by_1pt_significant_in_every_seed": bool(diffs) and all(
                 m["vs_a"]["acc_diff_pts"] >= 1.0 and m["vs_a"]["p_value"] < 0.05 for m in rows),
         }
     print_table(
         f"over {len(runs)} seeds (each a full run: its own dense measurement, deadline, (a) run, bisections, "
-        "fine-tuning and test); per seed: test acc %, final p50 ms, meets D in every final run",
+        "fine-tuning and test); per seed: test acc %, final p50 ms (median of the final runs), meets D at that "
+        "median / in every final run",
         ["method", *[f"seed {r['budget']['seed']}" for r in runs], "mean acc %", "a - this per seed (pts)",
          "McNemar p per seed", "a >= 1 pt better, p<0.05, every seed"],
-        [[n, *[f"{a:.2f} / {p:.2f} / {'yes' if ok else 'no'}" for a, p, ok in
-               zip(v["test_acc"], v["final_p50_ms"], v["meets_in_all_final_runs"], strict=True)],
+        [[n, *[f"{a:.2f} / {p:.2f} / {'yes' if med else 'no'}/{'yes' if ok else 'no'}" for a, p, med, ok in
+               zip(v["test_acc"], v["final_p50_ms"], v["meets_at_median"], v["meets_in_all_final_runs"],
+                   strict=True)],
           f"{np.mean(v['test_acc']):.2f}",
           " ".join(f"{d:+.2f}" for d in v["a_minus_this_pts"]) or "-",
           " ".join(f"{p:.2g}" for p in v["p_values"]) or "-",
@@ -577,7 +583,9 @@ def run_one(budget: Budget) -> dict:
         row = {"method": n, **rows_info.get(n, {}), "params": params, "flops": flops,
                "test_acc": 100.0 * float(preds[n].mean()), "final_p50_ms": p50, "final_p50_runs_ms": p50s,
                "final_upper_runs_ms": [p["p50_upper_ms"] for p in final_points[n]],
-               "slack": (deadline - p50) / deadline,
+               "final_ratio_runs": [p["frame"]["ratio"] for p in final_points[n]],
+               "final_ratio": float(np.median([p["frame"]["ratio"] for p in final_points[n]])),
+               "slack": (deadline - p50) / deadline, "meets_at_median": p50 <= deadline,
                "meets_in_all_final_runs": all(meets(p, deadline) for p in final_points[n])}
         if n != ours and ours in preds and not n.startswith("dense"):
             row["vs_a"] = mcnemar(preds[ours], preds[n])
@@ -588,15 +596,16 @@ def run_one(budget: Budget) -> dict:
     def fmt(v, spec=".2f"):
         return "-" if v is None else format(v, spec)
 
-    dense_p50 = float(np.median([p["p50_ms"] for p in final_points["dense (reference)"]]))
     print_table(
         f"ResNet-56 / CIFAR-10 at the deadline: target cpu, input {'x'.join(map(str, budget.shape))}, "
         f"D = {deadline:.2f} ms ({budget.deadline_fraction:.0%} of dense p50 {dense_point['p50_ms']:.2f} ms); "
         f"test: {len(labels)} val images (odd positions)",
-        ["method", "p50 ms (final)", "p50/dense", "slack %", "meets D", "params", "MFLOPs", "train imgs",
+        ["method", "p50 ms (final)", "ratio to dense", "slack %", "meets D (median/all)", "params", "MFLOPs", "train imgs",
          "test acc %", "a - this (pts)", "discordant a+/a-", "McNemar p"],
-        [[r["method"], fmt(r["final_p50_ms"]), fmt(r["final_p50_ms"] / dense_p50, ".3f"),
-          fmt(100 * r["slack"], ".1f"), "yes" if r["meets_in_all_final_runs"] else "no", f"{r['params']:,}",
+        [[r["method"], fmt(r["final_p50_ms"]), fmt(r["final_ratio"], ".3f"),
+          fmt(100 * r["slack"], ".1f"),
+          f"{'yes' if r['meets_at_median'] else 'no'}/{'yes' if r['meets_in_all_final_runs'] else 'no'}",
+          f"{r['params']:,}",
           fmt(r["flops"] / 1e6, ".1f"), r.get("train_samples") or "-", fmt(r["test_acc"]),
           fmt(r["vs_a"]["acc_diff_pts"]) if "vs_a" in r else "-",
           f"{r['vs_a']['a_right_other_wrong']}/{r['vs_a']['a_wrong_other_right']}" if "vs_a" in r else "-",
