@@ -26,6 +26,9 @@ that met the deadline read short of it and were set aside. Spells are ignored un
 agree (the fastest of the last three): a machine that stays slower, as it will move the artifact's reading
 at the end. A faster minute never moves the frame down. A run whose machine got faster for good therefore
 aims lower than it needs to; the report's `machine_drift` says so.
+A deadline given as a share of the dense latency (`--latency-ms 50%`) pins the frame at its start instead:
+a ratio to dense is then what the deadline asks about, and a moving frame would only move the deadline's ms
+away from the share it stands for.
 The artifact is still measured on its own at the end: `deadline_met` is the target's word on it as it runs
 then, and the report's `machine_drift` says how far the machine had moved from the start.
 """
@@ -75,8 +78,9 @@ class DenseFrame:
     metric; `dense_onnx` is the dense model's exported file."""
 
     def __init__(self, dense_onnx: Path, start_ms: float, runner_factory, export, metric,
-                 clock=time.monotonic):
+                 clock=time.monotonic, pinned: bool = False):
         self.dense_onnx = Path(dense_onnx)
+        self.pinned = pinned  # the anchor stays at the start: a deadline given as a share holds at any speed
         self.dense_readings_ms = [float(start_ms)]  # the run's start, then one per reading (its two's mean)
         self._runner_factory, self._export, self._metric, self._clock = runner_factory, export, metric, clock
         self._last_dense: tuple[float, float] | None = None  # (when it ended, its p50)
@@ -84,6 +88,8 @@ class DenseFrame:
 
     @property
     def anchor_ms(self) -> float:
+        if self.pinned:
+            return self.dense_readings_ms[0]
         return max(ordinary_ms(self.dense_readings_ms), min(self.dense_readings_ms[-RECENT_DENSE:]))
 
     def settle_start(self, readings: int = START_READINGS) -> dict[str, Any]:

@@ -220,6 +220,10 @@ def _headline(report: dict[str, Any]) -> str:
         parts.insert(0, f"{metric} {fmt_ms(after)} ms{bound} "
                         f"{'≤' if decided is not None and decided <= deadline else '>'} "
                         f"{fmt_ms(deadline)} ms on {(report.get('target') or {}).get('name', 'the target')}")
+        share = report.get("deadline_share") or {}
+        if share.get("share_upper") is not None:  # a share deadline is decided as a share, not on the ms above
+            parts.insert(1, f"deadline {share['share'] * 100:g}% of dense: the artifact reads "
+                            f"{share['share_upper']:.3f} of the dense model timed beside it (upper bound)")
     else:
         verdict = "Constraints met" if met else "Constraints NOT met"
     detail = " · ".join(parts)

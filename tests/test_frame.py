@@ -128,3 +128,14 @@ def test_a_machine_back_from_a_slower_stretch_returns_to_the_start_s_speed():
 def test_auto_takes_the_frame_on_onnxruntime_only():
     assert frame_applies("auto", "onnxruntime") and not frame_applies("auto", "tensorrt")
     assert frame_applies("dense", "tensorrt") and not frame_applies("own", "onnxruntime")
+
+
+def test_a_pinned_frame_stays_at_its_start_however_the_machine_moves():
+    # a deadline given as a share (--latency-ms 50%) is judged by the plan's ratio to dense: the frame's speed
+    # cancels, so it stays where it started rather than following the machine
+    frame = DenseFrame(DENSE, 2.0, lambda: ScriptedRunner([1.25] * 9 + [1.0] * 3, []), export=None,
+                       metric=lambda stats, samples: (stats["p50"], stats["p50"]), clock=count(0, 100).__next__,
+                       pinned=True)
+    values = [frame.read_onnx(PLAN)["value"] for _ in range(4)]
+    assert frame.anchor_ms == pytest.approx(2.0)
+    assert values == pytest.approx([1.0] * 4)  # ratio 0.5 at the start's 2.0 ms, slow minutes or not

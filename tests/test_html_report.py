@@ -368,6 +368,14 @@ def test_the_latency_card_says_when_the_rounds_were_judged_in_the_dense_frame(tm
     assert words not in text
 
 
+def test_a_deadline_given_as_a_share_is_headlined_as_the_share_it_was_judged_on(tmp_path):
+    share = {"share": 0.5, "share_p50": 0.47, "share_value": 0.47, "share_upper": 0.48, "dense_now_ms": 2.4}
+    text = _text(write_html_report(_run_dir(tmp_path, {**latency_report(), "deadline_share": share})).read_text())
+    assert "deadline 50% of dense: the artifact reads 0.480 of the dense model timed beside it (upper bound)" in text
+    text = _text(write_html_report(_run_dir(tmp_path / "ms", latency_report())).read_text())
+    assert "of the dense model timed beside it" not in text
+
+
 def test_a_round_that_fine_tuned_a_regrown_plan_says_so():
     from edgeprune.html_report import _replanned
 

@@ -241,6 +241,56 @@ def test_in_the_dense_frame_a_machine_that_stays_slower_is_followed_to_a_model_t
     assert r["deadline_met"] and r["final_latency_ms"]["p50"] <= 0.145
 
 
+def test_a_deadline_given_as_a_share_is_judged_as_a_share_when_the_machine_slows(fake_target, tmp_path, monkeypatch):
+    # The same machine as above, 25% slower once the dense model has been read, but the deadline is 41.4% of
+    # the dense model (--latency-ms 41.4%): 0.145 ms at the start's 0.35 ms. The frame stays pinned at the start,
+    # so the halved model, 0.40 of dense however fast the machine runs, meets it on round 1; at the end the
+    # artifact reads 0.175 ms on its own, over 0.145 ms, yet 0.40 of the dense model timed beside it, and that
+    # is what a share asks.
+    _machine_changes_after_setup(monkeypatch, 1.25)
+    r = prune(_cfg(fake_target, tmp_path / "run", None, latency_share=0.414)).report
+    share = r["deadline_share"]
+    assert share["share"] == 0.414 and share["metric"] == "p50"
+    assert r["deadline_ms"] == pytest.approx(0.414 * DENSE_MS, rel=0.01)
+    assert r["config"]["latency_share"] == 0.414 and r["config"]["latency_ms"] is None
+    probes = [p for rd in r["rounds"] for p in rd["probes"]]
+    assert all(p["frame"]["anchor_ms"] == pytest.approx(DENSE_MS, rel=0.01) for p in probes)
+    assert len(r["rounds"]) == 1 and r["rounds"][0]["confirmation"]["met"]
+    assert r["final_latency_ms"]["p50"] == pytest.approx(0.175, rel=0.01) and r["final_metric_upper_ms"] > r["deadline_ms"]
+    assert share["share_p50"] == pytest.approx(0.40, rel=0.01) and share["share_upper"] <= 0.414
+    assert share["dense_now_ms"] == pytest.approx(1.25 * DENSE_MS, rel=0.01)
+    assert r["deadline_met"] and r["slack"] == pytest.approx((0.414 - share["share_value"]) / 0.414)
+
+
+def test_a_deadline_given_twice_or_as_an_impossible_share_is_refused(fake_target, tmp_path):
+    from edgeprune.errors import EdgepruneError
+
+    with pytest.raises(EdgepruneError, match="give the deadline once"):
+        prune(_cfg(fake_target, tmp_path / "a", 0.145, latency_share=0.5))
+    with pytest.raises(EdgepruneError, match="between 0% and 100%"):
+        prune(_cfg(fake_target, tmp_path / "b", None, latency_share=1.2))
+    assert not (tmp_path / "a" / "report.json").exists() and not (tmp_path / "b" / "report.json").exists()
+
+
+def test_a_share_under_the_floor_is_refused_with_the_resolved_deadline(fake_target, tmp_path):
+    with pytest.raises(ConstraintNotMet, match="below the floor"):
+        prune(_cfg(fake_target, tmp_path / "run", None, latency_share=0.01))
+
+
+def test_the_cli_takes_a_deadline_in_ms_or_as_a_share():
+    from click.testing import CliRunner
+
+    from edgeprune.cli import cli
+    from edgeprune.cli.common import DEADLINE
+
+    assert DEADLINE.convert("20", None, None) == ("ms", 20.0)
+    assert DEADLINE.convert(" 50% ", None, None) == ("share", 0.5)
+    for bad, words in (("150%", "between 0% and 100%"), ("0%", "between 0% and 100%"), ("-3", "positive"),
+                       ("fast", "neither milliseconds")):
+        got = CliRunner().invoke(cli, ["prune", "zoo:lenet5", "--latency-ms", bad, "-o", "unused"])
+        assert got.exit_code == 2 and words in got.output, (bad, got.output)
+
+
 def test_a_plan_past_the_window_beside_its_start_too_stays_past_it():
     from edgeprune.probing import PAIR_MIN_MS, judged, paired_reading, pairs_apply
 

@@ -25,3 +25,28 @@ def target_options(f: Callable) -> Callable:
     f = click.option("--target", "-t", default="cpu", show_default=True,
                      help="target name (see `edgeprune targets`) or path to a .toml profile")(f)
     return f
+
+
+class DeadlineType(click.ParamType):
+    """A deadline in ms (`20`) or as a share of the dense model's latency on the target (`50%`): converts to
+    ("ms", 20.0) or ("share", 0.5)."""
+
+    name = "MS|PCT%"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        share = text.endswith("%")
+        try:
+            number = float(text[:-1] if share else text)
+        except ValueError:
+            self.fail(f"{value!r} is neither milliseconds (20) nor a share of the dense latency (50%)", param, ctx)
+        if share and not 0 < number < 100:
+            self.fail(f"{value!r}: a share of the dense latency lies between 0% and 100%, e.g. 50%", param, ctx)
+        if not share and number <= 0:
+            self.fail(f"{value!r}: a deadline in ms must be positive", param, ctx)
+        return ("share", number / 100) if share else ("ms", number)
+
+
+DEADLINE = DeadlineType()

@@ -5,8 +5,15 @@ from __future__ import annotations
 import click
 
 from ..models import parse_shape
-from .common import model_options, target_options
+from .common import DEADLINE, model_options, target_options
 from .output import FORMAT_OPTION, QUIET_OPTION, print_json
+
+
+def _share_words(share: dict | None) -> str:
+    if not share:
+        return ""
+    return (f" ({share['share'] * 100:g}% of dense; the artifact reads {share['share_upper']:.3f} of the dense model timed "
+            f"beside it, upper bound)")
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -40,7 +47,9 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--params-reduction", type=float, help="at least this percentage fewer parameters")
 @click.option("--max-params", type=int, help="at most this many parameters")
 @click.option("--memory-mb", type=float, help="at most this peak memory measured on the target")
-@click.option("--latency-ms", type=float, help="deadline: the target's latency metric must be at or under this")
+@click.option("--latency-ms", type=DEADLINE,
+              help="deadline: the target's latency metric must be at or under this many ms (20), or under this share "
+                   "of the dense model's, measured on the target when the run begins and judged as a share (50%)")
 @click.option("--metric", type=click.Choice(["p50", "p90", "p99", "mean"]),
               help="latency metric the deadline is checked on (default: the target's, p50 unless set)")
 @click.option("--allocator", type=click.Choice(["ratio", "knapsack"]), default="ratio", show_default=True,
@@ -91,7 +100,9 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
         val_data=val_data, test_data=test_data, mean=_floats(mean), std=_floats(std), importance=importance,
         importance_p=importance_p, calib_images=calib_images, aggregate=aggregate, method=method,
         weighting=weighting, fraction=fraction, step=step, max_rounds=max_rounds, max_acc_drop=max_acc_drop,
-        params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb, latency_ms=latency_ms,
+        params_reduction=params_reduction, max_params=max_params, memory_mb=memory_mb,
+        latency_ms=latency_ms[1] if latency_ms and latency_ms[0] == "ms" else None,
+        latency_share=latency_ms[1] if latency_ms and latency_ms[0] == "share" else None,
         metric=metric, allocator=allocator, compare_uniform=compare_uniform, regrow=regrow,
         latency_frame=latency_frame, confidence=confidence, slack=slack,
         finetune_epochs=finetune_epochs, final_epochs=final_epochs, train_limit=train_limit,
@@ -109,7 +120,8 @@ def prune(model, weights, shape, allow_pickle, target, host, accept_new_host_key
         if r.get("deadline_ms") is not None:
             fl = r["final_latency_ms"]
             click.echo(f"latency {r['metric']}: {r['dense_latency_ms'][r['metric']]:.3f} -> {fl[r['metric']]:.3f} ms "
-                       f"(upper bound {r['final_metric_upper_ms']:.3f}) vs deadline {r['deadline_ms']} ms")
+                       f"(upper bound {r['final_metric_upper_ms']:.3f}) vs deadline {r['deadline_ms']} ms"
+                       + _share_words(r.get("deadline_share")))
         click.echo(f"{'PASSED' if result.met else 'FAILED'}: params {r['params']['before']:,} -> "
                    f"{r['params']['after']:,} ({r['compression_ratio']:.2f}x), FLOPs {r['flops']['before']:,} -> "
                    f"{r['flops']['after']:,}{acc_text}; {len(r['rounds'])} rounds; report {result.output}/report.json")
