@@ -4,8 +4,14 @@ channel choice keeps the most accuracy?
 Setup: `zoo:cifar_resnet56` with the shared pretrained weights, input 32x3x32x32, target `cpu`. Every
 reading, of every method, is taken in edgeprune's dense frame as (a) takes its own (edgeprune/frame.py: the
 model timed between two readings of the dense model, at the dense model's ordinary speed settled from three
-readings); the deadline D is half that dense speed. Four methods each end with a model at or just under D, then get the same
-fine-tuning budget:
+readings); the deadline D is half that dense speed. By default the deadline is a share (EDGEPRUNE_BENCH_DEADLINE=share):
+(a) is given `--latency-ms 50%` and resolves it in its own run, and every frame, (a)'s and the benchmark's,
+stays pinned at its start speed, so every method is held to the same thing, its ratio to the dense model
+timed around it. The machine's dense speed flips between modes for minutes at a time (36 and 40 ms,
+session 17), and a deadline fixed in ms at one run's start held (a) to 0.45 or 0.55 of dense while the
+baselines were bisected at 0.50. EDGEPRUNE_BENCH_DEADLINE=ms gives (a) D in ms, frames following the
+machine's slower speed, as in sessions 15-17. Four methods each end with a model at or just under D, then
+get the same fine-tuning budget:
 
   (a) edgeprune's latency policy: `prune(PruneConfig(latency_ms=D, ...))` (activation importance, the
       measured cost model and allocator, per-round fine-tuning, final fine-tuning);
@@ -83,6 +89,9 @@ class Budget:
     # last minutes each, and two rounds could fall one per mode)
     max_batches: int | None = None  # per epoch; smoke runs only
     seed: int = 0
+    # "share": (a) gets --latency-ms 50% and every frame is pinned at its start, so each method is held to its
+    # ratio to dense; "ms": (a) gets D in ms and frames follow the machine's slower speed (sessions 15-17)
+    deadline_as: str = "share"
 
 
 FULL = Budget(shape=(32, 3, 32, 32), deadline_fraction=0.5, train_limit=1000, batch_size=64, lr=0.01,
@@ -124,7 +133,7 @@ class Meter:
         self.frame = DenseFrame(
             dense_onnx, first, lambda: open_runner(self.target),
             lambda model, d: export_for_target(dataclasses.replace(loaded, module=model), d)[0],
-            lambda stats, samples: metric_value(stats, samples, "p50"))
+            lambda stats, samples: metric_value(stats, samples, "p50"), pinned=budget.deadline_as == "share")
         self.start = self.frame.settle_start()
 
     def __call__(self, module, label: str, **info: Any) -> dict[str, Any]:
@@ -359,7 +368,9 @@ def _run_edgeprune(budget: Budget, weights: Path, train: Path, selection: Path, 
     cfg = PruneConfig(
         model=MODEL, output=str(out), target="cpu", weights=str(weights), shape=budget.shape, data=str(train),
         val_data=str(selection), importance="activation", calib_images=budget.calib_images,
-        latency_ms=deadline, finetune_epochs=budget.finetune_epochs, final_epochs=budget.final_epochs,
+        latency_ms=None if budget.deadline_as == "share" else deadline,
+        latency_share=budget.deadline_fraction if budget.deadline_as == "share" else None,
+        finetune_epochs=budget.finetune_epochs, final_epochs=budget.final_epochs,
         train_limit=budget.train_limit, batch_size=budget.batch_size, lr=budget.lr,
         max_batches=budget.max_batches, max_rounds=budget.max_rounds, seed=budget.seed, force=True,
         warmup=budget.warmup, iterations=budget.iterations, min_time_s=budget.min_time_s,
@@ -393,6 +404,7 @@ def _run_edgeprune(budget: Budget, weights: Path, train: Path, selection: Path, 
                       "predicted_before_ms": x.get("predicted_before_ms"), "groups": x.get("groups")}
                    for x in r["rounds"]],
         "final_p50_ms": r.get("final_metric_ms"), "final_upper_ms": r.get("final_metric_upper_ms"),
+        "deadline_ms_own": r.get("deadline_ms"), "deadline_share": r.get("deadline_share"),
         "dense_ms_own": (r.get("dense_latency_ms") or {}).get("p50"), "floor_ms": r.get("floor_ms"),
         "cost_model_build": (r.get("cost_model") or {}).get("build"),
         "cost_model_mean_abs_error": (r.get("cost_model") or {}).get("mean_abs_error"),
@@ -411,6 +423,11 @@ def run(quick: bool = False) -> dict:
     final = os.environ.get("EDGEPRUNE_BENCH_FINAL_EPOCHS", "").strip()
     if final:
         budget = dataclasses.replace(budget, final_epochs=int(final))
+    deadline_as = os.environ.get("EDGEPRUNE_BENCH_DEADLINE", "").strip()
+    if deadline_as:
+        if deadline_as not in ("share", "ms"):
+            raise SystemExit(f"EDGEPRUNE_BENCH_DEADLINE={deadline_as!r}: use share or ms")
+        budget = dataclasses.replace(budget, deadline_as=deadline_as)
     text = os.environ.get("EDGEPRUNE_BENCH_SEEDS", "").strip()
     seeds = [int(v) for v in text.split(",") if v.strip()] if text else [budget.seed]
     per_seed = [run_one(dataclasses.replace(budget, seed=seed)) for seed in seeds]
