@@ -262,6 +262,32 @@ def test_a_deadline_given_as_a_share_is_judged_as_a_share_when_the_machine_slows
     assert r["deadline_met"] and r["slack"] == pytest.approx((0.414 - share["share_value"]) / 0.414)
 
 
+def test_a_resumed_run_keeps_the_deadline_its_share_resolved_to_and_its_pinned_start(fake_target, tmp_path,
+                                                                                      monkeypatch):
+    # Killed after round 1, resumed on a machine now 25% slower: settling a new start would resolve the share
+    # to 25% more ms; the resumed run keeps the deadline and the frame's start it had, and still judges the
+    # artifact as a share at the end.
+    import edgeprune.prune as prune_mod
+
+    real_finish = prune_mod._finish
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune_mod, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prune(_cfg(fake_target, tmp_path / "run", None, latency_share=0.414))
+    monkeypatch.setattr(prune_mod, "_finish", real_finish)
+    monkeypatch.setitem(runners._RUNNERS, "local", ChangesAfterSetup)
+    monkeypatch.setattr(ChangesAfterSetup, "factor", 1.25)
+    r = prune(_cfg(fake_target, tmp_path / "run", None, latency_share=0.414, resume=True)).report
+    assert r["resumed_after_rounds"] == [1]
+    assert r["deadline_ms"] == pytest.approx(0.414 * DENSE_MS, rel=0.01)
+    assert r["frame_start"]["resumed"] and r["frame_start"]["start_ms"] == pytest.approx(DENSE_MS, rel=0.01)
+    assert r["deadline_share"]["dense_now_ms"] == pytest.approx(1.25 * DENSE_MS, rel=0.01)
+    assert r["deadline_met"] and r["deadline_share"]["share_p50"] == pytest.approx(0.40, rel=0.01)
+
+
 def test_a_deadline_given_twice_or_as_an_impossible_share_is_refused(fake_target, tmp_path):
     from edgeprune.errors import EdgepruneError
 
