@@ -514,6 +514,7 @@ class _FreshSession:
     def __init__(self, fresh: dict[int, float], deadline: float):
         self.fresh, self.metric = fresh, "p50"
         self.cfg = type("Cfg", (), {"latency_ms": deadline, "slack": 0.05})()
+        self.deadline_ms = deadline  # the session's resolved deadline (a share becomes ms once measured)
         self.measured: list[int] = []
 
     def model_at(self, round_id):
