@@ -595,15 +595,13 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     five more rounds spent five epochs of the budget the baselines were then given in full. A round that is
     not done stays a good round, and pruning continues from it, anchored on the deciding reading.
     """
-    from .latency import summarise_readings
+    from .latency import deciding_reading, summarise_readings
 
     if v != Verdict.DONE or states.get("latency") not in ("met", "over"):
         return None
     first = {"value": m.latency_ms, "upper": m.latency_upper_ms, "latency_ms": m.extra["latency"]["latency_ms"]}
     before = m.extra["latency"].get("readings") or summarise_readings([first])
-    fresh = [s.read_latency(model), s.read_latency(model)]
-    if (fresh[0]["upper"] <= s.deadline_ms) != (fresh[1]["upper"] <= s.deadline_ms):
-        fresh.append(s.read_latency(model))
+    _, fresh = deciding_reading([], lambda: s.read_latency(model), s.deadline_ms)  # two, a third if they disagree
     pool = [*before, *summarise_readings(fresh)]
     deciding = sorted(pool, key=lambda r: r["upper"])[len(pool) // 2]
     confirmed = {"fresh_ms": deciding["value"], "fresh_upper_ms": deciding["upper"],
