@@ -63,24 +63,28 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     log("[2/5] profiling the dense model on target 'cpu' ...")
     dense = profile(spec, "cpu", weights=str(weights), shape=INPUT_SHAPE)
-    deadline = round(dense.latency_ms["p50"] * cfg.fraction, 3)
-    log(f"      dense p50 {dense.latency_ms['p50']:.3f} ms at batch {BATCH}; deadline {deadline} ms")
+    log(f"      dense p50 {dense.latency_ms['p50']:.3f} ms at batch {BATCH}; deadline {cfg.fraction:.0%} of it")
 
+    # The deadline goes to prune as a share (`--latency-ms 50%`), not as ms from the reading above: this
+    # millisecond model on a shared machine reads up to 18% slower or faster minutes apart (session 18: the
+    # same demo passed, then failed on a dense model read 2.53 and 2.99 ms), and a share is judged against
+    # the dense model timed beside the pruned one.
     log("[3/5] pruning to the deadline with fine-tuning (then export) ...")
     run_dir = out / "run"
     result = prune(PruneConfig(
         model=spec, weights=str(weights), shape=INPUT_SHAPE, output=str(run_dir), data="digits",
-        test_data="digits-test", latency_ms=deadline, importance="activation", calib_images=256,
+        test_data="digits-test", latency_share=cfg.fraction, importance="activation", calib_images=256,
         finetune_epochs=1, final_epochs=2, batch_size=64, lr=0.02, max_rounds=6, force=True,
         max_acc_drop=3.0,
     ))
     report = result.report
+    deadline = report["deadline_ms"]
 
     log("[4/5] checking the exported model against the deadline ...")
     check_summary = _check(run_dir / "model.onnx", deadline)
 
     summary = {
-        "dense_p50_ms": dense.latency_ms["p50"], "deadline_ms": deadline,
+        "dense_p50_ms": dense.latency_ms["p50"], "deadline_ms": deadline, "deadline_share": report.get("deadline_share"),
         "final_latency_ms": report.get("final_latency_ms"), "deadline_met": report.get("deadline_met"),
         "accuracy": report["accuracy"], "test_accuracy": report.get("test_accuracy"),
         "params": report["params"], "flops": report["flops"], "check": check_summary,
