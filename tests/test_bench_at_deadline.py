@@ -73,3 +73,27 @@ def test_a_knob_under_the_bisections_answer_that_meets_is_found_by_the_scan():
     assert without["knob"] >= 0.6  # 0.45 and 0.5625 read too slow: the step at 0.5 is never tried
     found = bisect(build, 0.0, 0.9, steps=6, meter=meter, deadline=15.0, label="toy", scan=12)
     assert 0.48 <= found["knob"] <= 0.52
+
+
+def test_a_baseline_point_read_slow_near_the_deadline_is_read_again():
+    """Symmetric with (a)'s plans near the deadline: one slow reading does not reject a knob that meets on the
+    median of its readings; a point far over the deadline is read once."""
+    import torch
+
+    from bench.bench_at_deadline import bisect
+
+    readings: dict[int, list[float]] = {}
+    script = {6: [16.0, 14.0, 14.2], 4: [13.0, 13.5], 2: [9.0, 9.0], 8: [20.0]}  # 6 channels: unlucky once
+
+    def build(knob: float):
+        return torch.nn.Conv2d(3, 8 - 2 * int(knob), 1)
+
+    def meter(model, label, **info):
+        width = model.out_channels
+        n = len(readings.setdefault(width, []))
+        readings[width].append(script[width][n])
+        return {"label": label, **info, "p50_ms": script[width][n], "p50_upper_ms": script[width][n] + 0.1}
+
+    found = bisect(build, 0.0, 3.0, steps=3, meter=meter, deadline=15.0, label="toy", scan=0)
+    assert len(readings[6]) == 3 and build(found["knob"]).out_channels == 6  # the median of 3 meets
+    assert len(readings[8]) == 1  # 33% over: past the reach, not read again
