@@ -306,10 +306,20 @@ def thinnest(model, example, scores: dict[str, np.ndarray]):
 
 
 def check_deadline_reachable(floor_ms: float, floor_upper_ms: float, deadline_ms: float, dense_ms: float,
-                             metric: str) -> None:
+                             metric: str, share: float | None = None) -> None:
+    """Refuse a deadline under the floor (the thinnest model, measured), in the terms it was given in: a
+    deadline given as a share of the dense model (`share`) is answered with the share to choose."""
     if deadline_ms < floor_ms:
         from .errors import ConstraintNotMet
 
+        if share is not None:
+            raise ConstraintNotMet(
+                f"deadline {share:.0%} of the dense model ({deadline_ms} ms of its {metric} {dense_ms:.3f} ms) is "
+                f"below the floor: even the thinnest model the graph allows (every channel group cut to one "
+                f"channel) measures {metric} {floor_ms:.3f} ms, {floor_ms / dense_ms:.1%} of the dense model, on "
+                f"this target. Choose a share above {math.ceil(floor_upper_ms / dense_ms * 100)}%, a faster "
+                "target, or a smaller architecture"
+            )
         raise ConstraintNotMet(
             f"deadline {deadline_ms} ms is below the floor: even the thinnest model the graph allows (every "
             f"channel group cut to one channel) measures {metric} {floor_ms:.3f} ms on this target (dense "

@@ -369,7 +369,8 @@ def _latency_setup(s: PruneSession, importance, calib, dense: dict) -> dict[str,
     dense.update(floor_ms=floor["value"], floor_upper_ms=floor["upper"])
     log(f"dense {s.metric} {m['value']:.3f} ms; floor (thinnest model) {floor['value']:.3f} ms; "
         f"deadline {s.deadline_ms} ms")
-    check_deadline_reachable(floor["value"], floor["upper"], s.deadline_ms, m["value"], s.metric)
+    check_deadline_reachable(floor["value"], floor["upper"], s.deadline_ms, m["value"], s.metric,
+                             share=cfg.latency_share)
     return dense
 
 

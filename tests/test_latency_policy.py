@@ -299,8 +299,11 @@ def test_a_deadline_given_twice_or_as_an_impossible_share_is_refused(fake_target
 
 
 def test_a_share_under_the_floor_is_refused_with_the_resolved_deadline(fake_target, tmp_path):
-    with pytest.raises(ConstraintNotMet, match="below the floor"):
+    with pytest.raises(ConstraintNotMet, match="below the floor") as refused:
         prune(_cfg(fake_target, tmp_path / "run", None, latency_share=0.01))
+    words = str(refused.value)  # answered in the terms the deadline was given in: the share to choose
+    assert words.startswith("deadline 1% of the dense model (") and "Choose a share above " in words, words
+    assert not (tmp_path / "run" / "report.json").exists()
 
 
 def test_the_cli_takes_a_deadline_in_ms_or_as_a_share():
