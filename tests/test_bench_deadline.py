@@ -12,11 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_deadline import (  # noqa: E402
     RE_DENSE_FLOOR,
+    RE_FLOOR_SHARE,
     RE_FLOOR_UPPER,
     _overhead,
     _phases,
+    _prune_args,
     parse_selection,
     row_status,
+    share_figures,
     slack,
 )
 
@@ -68,3 +71,20 @@ def test_phases_and_overhead_from_records():
     assert o["rounds"][0]["overhead_s"] == pytest.approx(3.5)
     assert o["rounds"][0]["other_s"] == pytest.approx(0.5)
     assert o["ratio"] == pytest.approx(3.5 / 4.0)
+
+
+def test_a_share_row_is_judged_by_the_artifact_s_ratio_to_dense_timed_beside_it():
+    report = {"deadline_share": {"share": 0.7, "share_p50": 0.63, "share_upper": 0.64, "dense_now_ms": 40.0}}
+    got = share_figures(0.7, report)
+    assert got["slack"] == pytest.approx(0.1) and got["share_upper"] == 0.64
+    assert share_figures(0.7, {"deadline_share": None}) == {}  # no pair timed at the end: nothing to judge
+    m = RE_FLOOR_SHARE.search("deadline 60% of the dense model (...) is below the floor: ... Choose a share above 66%, a")
+    assert m and m.group(1) == "66"
+
+
+def test_the_cli_gets_the_deadline_as_given():
+    from bench.bench_deadline import CASES
+
+    case = CASES["resnet18"]
+    assert _prune_args(case, "70%", Path("o"), False)[6:8] == ["--latency-ms", "70%"]
+    assert _prune_args(case, 12.34567, Path("o"), False)[6:8] == ["--latency-ms", "12.3457"]
