@@ -158,19 +158,10 @@ def test_a_plan_read_no_faster_than_its_start_is_read_again(fake_target, tmp_pat
 
     assert not_faster_than_start({"value": 0.42}, DENSE_MS) and not not_faster_than_start({"value": 0.14}, DENSE_MS)
     assert not not_faster_than_start({"value": 0.42}, None)
-    import edgeprune.prune as prune_mod
-
     monkeypatch.setitem(runners._RUNNERS, "local", SlowFirstReading)
     monkeypatch.setattr(SlowFirstReading, "seen", set())
     monkeypatch.setattr(SlowFirstReading, "active", False)
-    real_setup = prune_mod._latency_setup
-
-    def then_busy(*args, **kwargs):
-        dense = real_setup(*args, **kwargs)
-        monkeypatch.setattr(SlowFirstReading, "active", True)
-        return dense
-
-    monkeypatch.setattr(prune_mod, "_latency_setup", then_busy)
+    _once_set_up(monkeypatch, SlowFirstReading, "active", True)
     r = prune(_cfg(fake_target, tmp_path / "run", 0.145)).report
     first, accepted = _round_one(r)
     assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "met")]
@@ -210,17 +201,23 @@ class ChangesAfterSetup(WholeModelStaircase):
 
 def _machine_changes_after_setup(monkeypatch, factor: float) -> None:
     import edgeprune.probing as probing
-    import edgeprune.prune as prune_mod
 
     monkeypatch.setattr(probing, "PAIR_MIN_MS", 0.0)  # the staircase's models run in well under a millisecond
 
     monkeypatch.setitem(runners._RUNNERS, "local", ChangesAfterSetup)
     monkeypatch.setattr(ChangesAfterSetup, "factor", 1.0)
+    _once_set_up(monkeypatch, ChangesAfterSetup, "factor", factor)
+
+
+def _once_set_up(monkeypatch, runner: type, attr: str, value) -> None:
+    """Set `runner.attr` to `value` once the run has read the dense model and its floor (`_latency_setup`)."""
+    import edgeprune.prune as prune_mod
+
     real_setup = prune_mod._latency_setup
 
     def then_changed(*args, **kwargs):
         dense = real_setup(*args, **kwargs)
-        monkeypatch.setattr(ChangesAfterSetup, "factor", factor)
+        monkeypatch.setattr(runner, attr, value)
         return dense
 
     monkeypatch.setattr(prune_mod, "_latency_setup", then_changed)
