@@ -80,7 +80,12 @@ def deciding_reading(readings: list[dict[str, Any]], again: Callable[[], dict[st
         readings.append(again())
     if len(readings) == 2 and verdict(readings[0]) != verdict(readings[1]):
         readings.append(again())
-    return sorted(readings, key=lambda r: r["upper"])[len(readings) // 2], readings
+    return median_by_upper(readings), readings
+
+
+def median_by_upper(readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reading in the middle by upper bound; of an even count, the slower middle one."""
+    return sorted(readings, key=lambda r: r["upper"])[len(readings) // 2]
 
 
 def summarise_readings(readings: list[dict[str, Any]]) -> list[dict[str, float]]:

@@ -573,23 +573,21 @@ def _fresh(s: PruneSession, model) -> dict[str, Any]:
             "met": lat["upper"] <= s.deadline_ms}
 
 
-def not_faster_than_start(latency: dict[str, Any], start_ms: float | None) -> bool:
+def not_faster_than_start(measured_ms: float | None, start_ms: float | None) -> bool:
     """Whether a plan's reading is no faster than the model it removes channels from: on this machine that is
     the minute, not the plan, and a reading the next round would plan from.
 
     Benchmark 2, session 19, seed 0: round 2 removed 12 units from a model read at 20.73 ms and read 28.87 ms,
     once (more than a quarter over the deadline, so not 'near' it); round 3 planned its cut from 28.87 ms, took
     134 units, and landed at 19.09 ms, past the slack window."""
-    return start_ms is not None and latency["value"] >= start_ms
+    return measured_ms is not None and start_ms is not None and measured_ms >= start_ms
 
 
 def _slower_than_start(state: dict, history: list[dict], base: int | None, measured: float | None) -> float | None:
     """The latency of the model this round started from, when the round measured no faster than it."""
     start = (state["dense"].get("latency_ms") if base is None
              else next((r.get("latency_ms") for r in history if r["round"] == base), None))
-    if measured is None or start is None:
-        return None
-    return start if measured >= start else None
+    return start if not_faster_than_start(measured, start) else None
 
 
 def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
@@ -606,7 +604,7 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     five more rounds spent five epochs of the budget the baselines were then given in full. A round that is
     not done stays a good round, and pruning continues from it, anchored on the deciding reading.
     """
-    from .latency import deciding_reading, summarise_readings
+    from .latency import deciding_reading, median_by_upper, summarise_readings
 
     if v != Verdict.DONE or states.get("latency") not in ("met", "over"):
         return None
@@ -614,7 +612,7 @@ def _confirm_done(s: PruneSession, model, v: Verdict, states: dict[str, str],
     before = m.extra["latency"].get("readings") or summarise_readings([first])
     _, fresh = deciding_reading([], lambda: s.read_latency(model), s.deadline_ms)  # two, a third if they disagree
     pool = [*before, *summarise_readings(fresh)]
-    deciding = sorted(pool, key=lambda r: r["upper"])[len(pool) // 2]
+    deciding = median_by_upper(pool)
     confirmed = {"fresh_ms": deciding["value"], "fresh_upper_ms": deciding["upper"],
                  "fresh_p50_ms": deciding["p50"], "met": deciding["upper"] <= s.deadline_ms,
                  "readings": pool, "before_fine_tuning": len(before)}
@@ -724,7 +722,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
                 return reading
 
             latency = read()
-            if near_deadline(latency, deadline.deadline_ms) or not_faster_than_start(latency, start):
+            if near_deadline(latency, deadline.deadline_ms) or not_faster_than_start(latency["value"], start):
                 # One reading's noise could move its verdict. In the frame a ratio still moves with the minute:
                 # benchmark 2 (session 16, seed 0) read the halved ResNet-56 at 0.574 of dense in round 1 (short
                 # of a deadline at 0.478) and at 0.449 in the baseline's bisection; round 2's plan read 0.472 (in

@@ -156,8 +156,8 @@ def test_a_plan_read_no_faster_than_its_start_is_read_again(fake_target, tmp_pat
     # 19, benchmark 2: round 3 planned from such a reading and overshot). It is read again, and judged at 0.14.
     from edgeprune.prune import not_faster_than_start
 
-    assert not_faster_than_start({"value": 0.42}, DENSE_MS) and not not_faster_than_start({"value": 0.14}, DENSE_MS)
-    assert not not_faster_than_start({"value": 0.42}, None)
+    assert not_faster_than_start(0.42, DENSE_MS) and not not_faster_than_start(0.14, DENSE_MS)
+    assert not not_faster_than_start(0.42, None) and not not_faster_than_start(None, DENSE_MS)
     monkeypatch.setitem(runners._RUNNERS, "local", SlowFirstReading)
     monkeypatch.setattr(SlowFirstReading, "seen", set())
     monkeypatch.setattr(SlowFirstReading, "active", False)
