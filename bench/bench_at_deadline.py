@@ -45,6 +45,8 @@ Reproduce: `nice -n 10 .venv/bin/python -m bench at_deadline [--seeds 0,1,2]` (E
 data root; EDGEPRUNE_BENCH_TRAIN_LIMIT=N fine-tunes every method on the first N training images instead of
 1000, each epoch then N images; EDGEPRUNE_BENCH_FINAL_EPOCHS=N sets (a)'s final epochs). With several seeds each seed is a whole run (training order, calibration images, (a)'s run and
 the baselines' fine-tuning change; the selection/test split does not) and a summary table follows.
+Seeds run in separate sittings are judged together with `python -m bench.bench_at_deadline combine A.json
+B.json` (the summary table over all their seeds; bench/results/at_deadline_combined.json).
 """
 
 from __future__ import annotations
@@ -442,9 +444,28 @@ def run(quick: bool = False) -> dict:
     return {"seeds": seeds, "runs": per_seed, "summary": summary}
 
 
+def over_seeds(diffs: list[float]) -> dict[str, Any]:
+    """The issue's second way to decide: (a) - method over >= 3 seeds. Each seed is a whole run, so the
+    seed-to-seed spread (training order, calibration, the machine's speed during the bisections) is in the
+    differences; the lead counts when its mean is >= 1 pt and a one-sided t-test on the per-seed differences
+    puts it above zero (p < 0.05). Pooling McNemar over seeds would count the test images' noise only."""
+    from scipy.stats import ttest_1samp
+
+    n = len(diffs)
+    if n < 2:
+        return {"n": n, "mean_pts": float(diffs[0]) if diffs else None, "se_pts": None, "p_value": None,
+                "a_better_by_1pt": False}
+    mean = float(np.mean(diffs))
+    se = float(np.std(diffs, ddof=1) / np.sqrt(n))
+    p = float(ttest_1samp(diffs, 0.0, alternative="greater").pvalue) if se > 0 else (0.0 if mean > 0 else 1.0)
+    return {"n": n, "mean_pts": mean, "se_pts": se, "p_value": p,
+            "a_better_by_1pt": n >= 3 and mean >= 1.0 and p < 0.05}
+
+
 def summarise(runs: list[dict]) -> dict[str, Any]:
-    """Per method over seeds: accuracy, (a) - method in each seed, and whether each seed's McNemar test
-    says (a) is better by at least 1 pt (p < 0.05); printed as a table."""
+    """Per method over seeds: accuracy, (a) - method in each seed, whether each seed's McNemar test says (a)
+    is better by at least 1 pt (p < 0.05), and the same claim over the seeds (`over_seeds`); printed as a
+    table."""
     ours = "(a) edgeprune latency policy"
     names = [r["method"] for r in runs[0]["methods"]]
     out = {}
@@ -452,6 +473,7 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
         rows = [next(m for m in r["methods"] if m["method"] == name) for r in runs]
         diffs = [m["vs_a"]["acc_diff_pts"] for m in rows if "vs_a" in m]
         out[name] = {
+            "over_seeds": over_seeds(diffs) if diffs else None,
             "test_acc": [m["test_acc"] for m in rows], "final_p50_ms": [m["final_p50_ms"] for m in rows],
             "meets_in_all_final_runs": [m["meets_in_all_final_runs"] for m in rows],
             "final_ratio": [m.get("final_ratio") for m in rows],
@@ -465,7 +487,8 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
         "fine-tuning and test); per seed: test acc %, final p50 ms (median of the final runs), meets D at that "
         "median / in every final run",
         ["method", *[f"seed {r['budget']['seed']}" for r in runs], "mean acc %", "a - this per seed (pts)",
-         "McNemar p per seed", "a >= 1 pt better, p<0.05, every seed"],
+         "McNemar p per seed", "a >= 1 pt better, p<0.05, every seed", "a - this over seeds (mean, SE, t p)",
+         "a >= 1 pt better over >= 3 seeds"],
         [[n, *[f"{a:.2f} / {p:.2f} / {'yes' if med else 'no'}/{'yes' if ok else 'no'}" for a, p, med, ok in
                zip(v["test_acc"], v["final_p50_ms"], v["meets_at_median"], v["meets_in_all_final_runs"],
                    strict=True)],
@@ -473,9 +496,33 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
           " ".join(f"{d:+.2f}" for d in v["a_minus_this_pts"]) or "-",
           " ".join(f"{p:.2g}" for p in v["p_values"]) or "-",
           ("yes" if v["a_better_by_1pt_significant_in_every_seed"] else "no") if n != ours and
-          v["a_minus_this_pts"] else "-"] for n, v in out.items()],
+          v["a_minus_this_pts"] else "-",
+          _over_seeds_cell(v["over_seeds"]),
+          ("yes" if v["over_seeds"]["a_better_by_1pt"] else "no") if v["over_seeds"] else "-"]
+         for n, v in out.items()],
     )
     return out
+
+
+def _over_seeds_cell(o: dict[str, Any] | None) -> str:
+    if not o or o["se_pts"] is None:
+        return "-"
+    return f"{o['mean_pts']:+.2f}, {o['se_pts']:.2f}, {o['p_value']:.2g}"
+
+
+def combine(paths: list[Path]) -> dict[str, Any]:
+    """Summarise the seeds of several result files (`python -m bench at_deadline` runs, one seed or more
+    each) as one table, so seeds run in separate sittings are judged together. A seed may appear once."""
+    import json
+
+    runs: list[dict] = []
+    for path in paths:
+        figures = json.loads(Path(path).read_text())["figures"]
+        runs.extend(figures["runs"] if "runs" in figures else [figures])
+    seeds = [r["budget"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"seed(s) repeated across {', '.join(map(str, paths))}: {seeds}; give each seed once")
+    return {"seeds": seeds, "sources": [str(p) for p in paths], "runs": runs, "summary": summarise(runs)}
 
 
 def run_one(budget: Budget) -> dict:
@@ -656,3 +703,20 @@ def _version(pkg: str) -> str | None:
         return version(pkg.replace("_", "-"))
     except PackageNotFoundError:
         return None
+
+
+if __name__ == "__main__":
+    # python -m bench.bench_at_deadline combine A.json B.json ... [-o OUT.json]
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_at_deadline")
+    parser.add_argument("command", choices=["combine"])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results"
+                        / "at_deadline_combined.json")
+    args = parser.parse_args()
+    combined = combine(args.files)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(combined, indent=2, default=str) + "\n")
+    print(f"[at_deadline] wrote {args.output}")

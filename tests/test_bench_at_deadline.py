@@ -97,3 +97,34 @@ def test_a_baseline_point_read_slow_near_the_deadline_is_read_again():
     found = bisect(build, 0.0, 3.0, steps=3, meter=meter, deadline=15.0, label="toy", scan=0)
     assert len(readings[6]) == 3 and build(found["knob"]).out_channels == 6  # the median of 3 meets
     assert len(readings[8]) == 1  # 33% over: past the reach, not read again
+
+
+def test_over_seeds_needs_three_seeds_a_one_point_mean_and_a_lead_the_spread_does_not_explain():
+    from bench.bench_at_deadline import over_seeds
+
+    assert over_seeds([3.0, 2.5, 3.5])["a_better_by_1pt"]
+    assert not over_seeds([3.0, 2.5])["a_better_by_1pt"]  # two seeds are not three
+    assert not over_seeds([0.8, 0.9, 1.0])["a_better_by_1pt"]  # consistent, but under a point
+    spread = over_seeds([-0.56, 3.16, 1.5])  # mean 1.37, but one seed lost: the spread is too wide to tell
+    assert spread["mean_pts"] > 1.0 and spread["p_value"] > 0.05 and not spread["a_better_by_1pt"]
+
+
+def test_combine_judges_seeds_from_separate_files_together_and_refuses_a_repeated_seed(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from bench.bench_at_deadline import combine
+
+    one = tmp_path / "one.json"  # a multi-seed run, as `--seeds 0,1` writes it
+    one.write_text(json.dumps({"figures": {"runs": [_run(0, 60.0, 57.0, 1e-3), _run(1, 58.0, 55.5, 1e-3)]}}))
+    two = tmp_path / "two.json"  # a single-seed run: the figures are the run itself
+    two.write_text(json.dumps({"figures": _run(2, 61.0, 58.0, 1e-3)}))
+    out = combine([one, two])
+    assert out["seeds"] == [0, 1, 2]
+    summary = out["summary"]["(c) uniform L1 (ILP)"]
+    assert summary["a_minus_this_pts"] == [3.0, 2.5, 3.0]
+    assert summary["over_seeds"]["a_better_by_1pt"]
+    assert "over 3 seeds" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="repeated"):
+        combine([one, one])
