@@ -861,18 +861,40 @@ def _bigger_past_window(accepted, probes: list, deadline: LatencyBudget, round_i
     if accepted.status != "met" and not accepted.info.get("window_between_shares"):
         return accepted
     floor = deadline.deadline_ms * (1 - 2 * deadline.slack)
-    bigger = [p for p in probes if p.status == "over" and p.latency["value"] >= floor
+    counted = {id(p): _read_at_least(p, probes) for p in probes}
+    bigger = [p for p in probes if p.status == "over" and floor <= counted[id(p)] <= deadline.deadline_ms
               and p.info["params"] > accepted.info["params"]]
     if not bigger:
         return accepted
     chosen = max(bigger, key=lambda p: p.info["params"])
-    chosen.info["past_window_more_capacity"] = {"ms": chosen.latency["value"], "params": chosen.info["params"],
+    read, at_least = chosen.latency["value"], counted[id(chosen)]
+    chosen.info["past_window_more_capacity"] = {"ms": read, "counted_ms": at_least, "params": chosen.info["params"],
                                                 "instead_of_ms": accepted.latency["value"],
                                                 "instead_of_params": accepted.info["params"]}
-    log(f"round {round_id}: a plan ({chosen.info['family']}) read {chosen.latency['value']:.3f} ms, just past the "
-        f"slack window, with {chosen.info['params']:,} parameters; the plan in the window "
-        f"({accepted.latency['value']:.3f} ms) keeps {accepted.info['params']:,}: the larger is fine-tuned")
+    how = (f"read {read:.3f} ms, faster than a plan of the round whose every unit it keeps, so counted at that "
+           f"plan's {at_least:.3f} ms" if at_least > read else f"read {read:.3f} ms")
+    log(f"round {round_id}: a plan ({chosen.info['family']}) {how}, just past the slack window, with "
+        f"{chosen.info['params']:,} parameters; the plan in the window ({accepted.latency['value']:.3f} ms) keeps "
+        f"{accepted.info['params']:,}: the larger is fine-tuned")
     return chosen
+
+
+def _keeps_all_of(plan: dict[str, list[int]], other: dict[str, list[int]]) -> bool:
+    """Whether a removal plan keeps every unit another (from the same start model) keeps: each group's removed
+    units are among the other's."""
+    return all(set(units) <= set(other.get(gid, ())) for gid, units in plan.items())
+
+
+def _read_at_least(probe, probes: list) -> float:
+    """A plan's reading, raised to the slowest reading of the round's plans whose every unit it keeps.
+
+    A model keeping every channel of another is no faster than it, so a reading under that is the machine's
+    noise. Benchmark 2 (session 20, seed 2): the 0.500 share read 16.45 and 18.57 ms, the plan regrown from it
+    (96 units given back) 17.40 and 17.24; the regrown plan, 13% under the 20.06 ms deadline on its own
+    readings, was set aside as past the window and the share, fewer parameters at the same latency, was
+    fine-tuned and delivered."""
+    return max([probe.latency["value"], *(q.latency["value"] for q in probes
+                                          if q is not probe and _keeps_all_of(probe.plan, q.plan))])
 
 
 REGROW_PROBES = 3  # regrown plans measured per round: the first, then ones corrected by what the earlier measured

@@ -142,10 +142,11 @@ def test_readings_out_of_order_with_their_allowances_stop_the_corrections():
     assert _regrow_correction([dict(past, status="met")], 19.8, 9.875) is None
 
 
-def _probe(status: str, ms: float, params: int, family: str = "allocator"):
+def _probe(status: str, ms: float, params: int, family: str = "allocator", plan: dict | None = None):
     from edgeprune.probing import Probe
 
-    return Probe({"g": [0]}, {"family": family, "params": params}, None, None, {"value": ms, "upper": ms}, status)
+    plan = plan if plan is not None else {f"g{params}": [0]}  # by default no plan keeps every unit of another
+    return Probe(plan, {"family": family, "params": params}, None, None, {"value": ms, "upper": ms}, status)
 
 
 def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_of_the_one_in_it():
@@ -170,3 +171,28 @@ def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_
     assert _bigger_past_window(between, [between, *regrown], deadline, 1) is regrown[0]
     past = _probe("over", 18.5, 214_546, "uniform")  # past the window for no such reason: left as it is
     assert _bigger_past_window(past, [past, *regrown], deadline, 1) is past
+
+
+def test_a_larger_plan_read_faster_than_one_whose_every_unit_it_keeps_is_counted_at_that_ones_reading():
+    """Benchmark 2, session 20, seed 2: the halved model (window between two shares) read 18.57 ms and the plan
+    regrown from it 17.40, 13% under a 20.06 ms deadline. The regrown plan keeps every unit the share keeps,
+    so it is no faster: counted at 18.57, it is just past the window with more parameters, and fine-tuned."""
+    from edgeprune.policies import LatencyBudget
+    from edgeprune.prune import _bigger_past_window, _keeps_all_of
+
+    deadline = LatencyBudget(deadline_ms=20.06, slack=0.05)  # "just past" down to 18.05
+    share = _probe("over", 18.574, 214_546, "uniform", plan={"a": [0, 1, 2, 3], "b": [0, 1]})
+    share.info["window_between_shares"] = {"share": 0.5, "ms": 18.574, "wider_share": 0.75, "wider_ms": 32.5}
+    regrown = _probe("over", 17.400, 330_000, "regrown", plan={"a": [0, 1], "b": [0, 1]})
+    assert _keeps_all_of(regrown.plan, share.plan) and not _keeps_all_of(share.plan, regrown.plan)
+    chosen = _bigger_past_window(share, [share, regrown], deadline, 1)
+    assert chosen is regrown
+    assert chosen.info["past_window_more_capacity"]["counted_ms"] == 18.574
+    # a larger plan that does not keep every unit of a slower one is taken at its own reading: past is past
+    other = _probe("over", 17.400, 330_000, "allocator", plan={"a": [0, 1], "c": [5]})
+    assert not _keeps_all_of(other.plan, share.plan)
+    assert _bigger_past_window(share, [share, other], deadline, 1) is share
+    # raised over the deadline, it is no candidate at all
+    slow_share = _probe("below", 20.5, 214_546, "uniform", plan={"a": [0, 1, 2, 3], "b": [0, 1]})
+    in_window = _probe("met", 19.5, 200_000, "uniform", plan={"z": [0]})
+    assert _bigger_past_window(in_window, [in_window, slow_share, regrown], deadline, 1) is in_window
