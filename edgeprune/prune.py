@@ -857,25 +857,36 @@ def _bigger_past_window(accepted, probes: list, deadline: LatencyBudget, round_i
     halved model (214,546) at 18.3, 26.4 and 20.7 ms, in it; the halved model was fine-tuned and delivered.
     The same holds where the plan to fine-tune is a uniform share past the window because the window falls
     between two shares (`_take_between`): benchmark 2 (session 17, seed 1) read three regrown plans at 18.4-18.8
-    ms, past a 18.9-19.9 ms window, and fine-tuned the halved model they were regrown from, at 18.2."""
-    if accepted.status != "met" and not accepted.info.get("window_between_shares"):
+    ms, past a 18.9-19.9 ms window, and fine-tuned the halved model they were regrown from, at 18.2.
+
+    Where the plan to fine-tune falls short of the deadline (an intermediate step, or nothing of the round
+    landed), the largest plan just past the window is fine-tuned instead, and the round counts as meeting the
+    deadline (`past_window_near_deadline`): benchmark 2 (session 20, seed 2) read the halved model at 18.73 ms
+    and the plan regrown from it at 18.00 (counted at 18.73, below), just past a 19.51-20.54 ms window, and
+    fine-tuned the allocator's intermediate plan (28.19 ms); two more rounds of pruning and fine-tuning followed
+    to reach the deadline, each spending the budget on a model pruned again afterwards."""
+    short = accepted.status == "below"
+    if accepted.status != "met" and not accepted.info.get("window_between_shares") and not short:
         return accepted
     floor = deadline.deadline_ms * (1 - 2 * deadline.slack)
     counted = {id(p): _read_at_least(p, probes) for p in probes}
-    bigger = [p for p in probes if p.status == "over" and floor <= counted[id(p)] <= deadline.deadline_ms
-              and p.info["params"] > accepted.info["params"]]
-    if not bigger:
+    near = [p for p in probes if p.status == "over" and floor <= counted[id(p)] <= deadline.deadline_ms
+            and (short or p.info["params"] > accepted.info["params"])]
+    if not near:
         return accepted
-    chosen = max(bigger, key=lambda p: p.info["params"])
+    chosen = max(near, key=lambda p: p.info["params"])
     read, at_least = chosen.latency["value"], counted[id(chosen)]
-    chosen.info["past_window_more_capacity"] = {"ms": read, "counted_ms": at_least, "params": chosen.info["params"],
-                                                "instead_of_ms": accepted.latency["value"],
-                                                "instead_of_params": accepted.info["params"]}
+    key = "past_window_near_deadline" if short else "past_window_more_capacity"
+    chosen.info[key] = {"ms": read, "counted_ms": at_least, "params": chosen.info["params"],
+                        "instead_of_ms": accepted.latency["value"], "instead_of_params": accepted.info["params"]}
     how = (f"read {read:.3f} ms, faster than a plan of the round whose every unit it keeps, so counted at that "
            f"plan's {at_least:.3f} ms" if at_least > read else f"read {read:.3f} ms")
+    why = (f"the round's plan ({accepted.latency['value']:.3f} ms) falls short of the deadline: the plan just past "
+           "the window is fine-tuned" if short else
+           f"the plan in the window ({accepted.latency['value']:.3f} ms) keeps {accepted.info['params']:,}: the "
+           "larger is fine-tuned")
     log(f"round {round_id}: a plan ({chosen.info['family']}) {how}, just past the slack window, with "
-        f"{chosen.info['params']:,} parameters; the plan in the window ({accepted.latency['value']:.3f} ms) keeps "
-        f"{accepted.info['params']:,}: the larger is fine-tuned")
+        f"{chosen.info['params']:,} parameters; {why}")
     return chosen
 
 
@@ -1051,7 +1062,8 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
     v, states = verdict(constraints, m)
     alone = probe is not None and probe.timed_alone
     between = probe is not None and (probe.info.get("window_between_shares")
-                                     or probe.info.get("past_window_more_capacity"))
+                                     or probe.info.get("past_window_more_capacity")
+                                     or probe.info.get("past_window_near_deadline"))
     if alone and not between:
         # timed alone in turn with its start model, the plan is what that reading says, whichever way
         states = {**states, "latency": probe.status}
@@ -1059,7 +1071,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
         # Its own reading put it outside the window, but its reading beside the start model put it inside
         # (probing.judged; _confirm_done's fresh readings then decide the deadline), or no plan of the family
         # lands in the window (_take_between) and past it is as close as the family gets, or it keeps more
-        # parameters than the round's plan in the window (_bigger_past_window).
+        # parameters than the round's plan in the window, or the round's plan falls short (_bigger_past_window).
         states = {**states, "latency": "met"}
     v = verdict_of(constraints, states)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None

@@ -161,8 +161,11 @@ def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_
     chosen = _bigger_past_window(halved, [bigger, too_fast, smaller, halved], deadline, 2)
     assert chosen is bigger and chosen.info["past_window_more_capacity"]["instead_of_params"] == 214_546
     assert _bigger_past_window(halved, [too_fast, smaller, halved], deadline, 2) is halved
-    short = _probe("below", 22.0, 300_000)  # nothing in the window: the round goes on from a short plan as before
-    assert _bigger_past_window(short, [bigger, short], deadline, 2) is short
+    # the round's plan short of the deadline: a plan just past the window lands instead, whatever it keeps
+    short = _probe("below", 22.0, 600_000)
+    landed = _bigger_past_window(short, [bigger, short], deadline, 2)
+    assert landed is bigger and landed.info["past_window_near_deadline"]["instead_of_ms"] == 22.0
+    assert _bigger_past_window(short, [too_fast, short], deadline, 2) is short  # past is past: the round goes on
     # benchmark 2, session 17, seed 1: the halved model taken because the window fell between two shares, and
     # regrown plans from it past the window too, with more parameters: the largest of those is fine-tuned
     between = _probe("over", 18.5, 214_546, "uniform")
