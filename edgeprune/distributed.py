@@ -73,7 +73,13 @@ def init_from_env(backend: str | None = None) -> DistContext:
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank has reached this point.
+
+    Without the barrier, a rank that tears gloo down while another is still in its last collective can abort
+    in gloo's threads ("terminate called without an active exception", SIGABRT): seen once in this project's
+    CI in session 20 (test_torchrun_two_ranks_match_one_process); no earlier CI log here shows it."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
