@@ -794,7 +794,7 @@ def _probe(s: PruneSession, planner, constraints: list[Constraint], model, graph
         accepted = _more_capacity(accepted, other, round_id)
     elif between is not None and accepted.status != "met":
         accepted = _take_between(*between, round_id)
-    accepted = _bigger_past_window(accepted, probes, deadline, round_id)
+    accepted = _just_past_window(accepted, probes, deadline, round_id)
     for p in probes:
         if p is not accepted:
             log(f"round {round_id}: a plan ({p.info['family']}) removing {sum(len(u) for u in p.plan.values())} "
@@ -847,10 +847,11 @@ def _more_capacity(allocated, uniform, round_id: int):
     return uniform
 
 
-def _bigger_past_window(accepted, probes: list, deadline: LatencyBudget, round_id: int):
-    """Where the plan to fine-tune is in the slack window, a plan of the round read just past it (within twice
-    the slack under the deadline) that keeps more parameters, if any: it meets the deadline with more capacity,
-    and the round counts as meeting it (`past_window_more_capacity`; fresh readings then decide).
+def _just_past_window(accepted, probes: list, deadline: LatencyBudget, round_id: int):
+    """The plan to fine-tune, or instead a plan of the round read just past the slack window (within twice the
+    slack under the deadline, counted by `_read_at_least`): where the plan to fine-tune is in the window and the
+    one just past it keeps more parameters, it meets the deadline with more capacity, and the round counts as
+    meeting it (`past_window_more_capacity`; fresh readings then decide).
 
     The window is narrower than one reading's noise: benchmark 2 (session 16, seed 0, round 2) read
     an allocator plan keeping 409,450 parameters at 18.2 and 19.7 ms, just past a 20.0-21.0 ms window, and the
@@ -883,7 +884,7 @@ def _bigger_past_window(accepted, probes: list, deadline: LatencyBudget, round_i
            f"plan's {at_least:.3f} ms" if at_least > read else f"read {read:.3f} ms")
     why = (f"the round's plan ({accepted.latency['value']:.3f} ms) falls short of the deadline: the plan just past "
            "the window is fine-tuned" if short else
-           f"the plan in the window ({accepted.latency['value']:.3f} ms) keeps {accepted.info['params']:,}: the "
+           f"the round's plan ({accepted.latency['value']:.3f} ms) keeps {accepted.info['params']:,}: the "
            "larger is fine-tuned")
     log(f"round {round_id}: a plan ({chosen.info['family']}) {how}, just past the slack window, with "
         f"{chosen.info['params']:,} parameters; {why}")
@@ -1071,7 +1072,7 @@ def _one_round(s: PruneSession, cfg: PruneConfig, controller: AIAPController, st
         # Its own reading put it outside the window, but its reading beside the start model put it inside
         # (probing.judged; _confirm_done's fresh readings then decide the deadline), or no plan of the family
         # lands in the window (_take_between) and past it is as close as the family gets, or it keeps more
-        # parameters than the round's plan in the window, or the round's plan falls short (_bigger_past_window).
+        # parameters than the round's plan in the window, or the round's plan falls short (_just_past_window).
         states = {**states, "latency": "met"}
     v = verdict_of(constraints, states)
     confirmed = _confirm_done(s, model, v, states, m) if planner is not None else None

@@ -151,29 +151,29 @@ def _probe(status: str, ms: float, params: int, family: str = "allocator", plan:
 
 def test_a_plan_just_past_the_window_with_more_parameters_is_fine_tuned_instead_of_the_one_in_it():
     from edgeprune.policies import LatencyBudget
-    from edgeprune.prune import _bigger_past_window
+    from edgeprune.prune import _just_past_window
 
     deadline = LatencyBudget(deadline_ms=21.0, slack=0.05)  # window 19.95-21.0; "just past" down to 18.9
     halved = _probe("met", 20.7, 214_546, "uniform")
     bigger = _probe("over", 19.7, 409_450)
     too_fast = _probe("over", 18.3, 500_000)  # more than twice the slack under: past is past
     smaller = _probe("over", 19.9, 200_000)
-    chosen = _bigger_past_window(halved, [bigger, too_fast, smaller, halved], deadline, 2)
+    chosen = _just_past_window(halved, [bigger, too_fast, smaller, halved], deadline, 2)
     assert chosen is bigger and chosen.info["past_window_more_capacity"]["instead_of_params"] == 214_546
-    assert _bigger_past_window(halved, [too_fast, smaller, halved], deadline, 2) is halved
+    assert _just_past_window(halved, [too_fast, smaller, halved], deadline, 2) is halved
     # the round's plan short of the deadline: a plan just past the window lands instead, whatever it keeps
     short = _probe("below", 22.0, 600_000)
-    landed = _bigger_past_window(short, [bigger, short], deadline, 2)
+    landed = _just_past_window(short, [bigger, short], deadline, 2)
     assert landed is bigger and landed.info["past_window_near_deadline"]["instead_of_ms"] == 22.0
-    assert _bigger_past_window(short, [too_fast, short], deadline, 2) is short  # past is past: the round goes on
+    assert _just_past_window(short, [too_fast, short], deadline, 2) is short  # past is past: the round goes on
     # benchmark 2, session 17, seed 1: the halved model taken because the window fell between two shares, and
     # regrown plans from it past the window too, with more parameters: the largest of those is fine-tuned
     between = _probe("over", 18.5, 214_546, "uniform")
     between.info["window_between_shares"] = {"share": 0.5, "ms": 18.5, "wider_share": 0.75, "wider_ms": 34.5}
     regrown = [_probe("over", 19.6, 330_000, "regrown"), _probe("over", 19.2, 300_000, "regrown")]
-    assert _bigger_past_window(between, [between, *regrown], deadline, 1) is regrown[0]
+    assert _just_past_window(between, [between, *regrown], deadline, 1) is regrown[0]
     past = _probe("over", 18.5, 214_546, "uniform")  # past the window for no such reason: left as it is
-    assert _bigger_past_window(past, [past, *regrown], deadline, 1) is past
+    assert _just_past_window(past, [past, *regrown], deadline, 1) is past
 
 
 def test_a_larger_plan_read_faster_than_one_whose_every_unit_it_keeps_is_counted_at_that_ones_reading():
@@ -181,21 +181,21 @@ def test_a_larger_plan_read_faster_than_one_whose_every_unit_it_keeps_is_counted
     regrown from it 17.40, 13% under a 20.06 ms deadline. The regrown plan keeps every unit the share keeps,
     so it is no faster: counted at 18.57, it is just past the window with more parameters, and fine-tuned."""
     from edgeprune.policies import LatencyBudget
-    from edgeprune.prune import _bigger_past_window, _keeps_all_of
+    from edgeprune.prune import _just_past_window, _keeps_all_of
 
     deadline = LatencyBudget(deadline_ms=20.06, slack=0.05)  # "just past" down to 18.05
     share = _probe("over", 18.574, 214_546, "uniform", plan={"a": [0, 1, 2, 3], "b": [0, 1]})
     share.info["window_between_shares"] = {"share": 0.5, "ms": 18.574, "wider_share": 0.75, "wider_ms": 32.5}
     regrown = _probe("over", 17.400, 330_000, "regrown", plan={"a": [0, 1], "b": [0, 1]})
     assert _keeps_all_of(regrown.plan, share.plan) and not _keeps_all_of(share.plan, regrown.plan)
-    chosen = _bigger_past_window(share, [share, regrown], deadline, 1)
+    chosen = _just_past_window(share, [share, regrown], deadline, 1)
     assert chosen is regrown
     assert chosen.info["past_window_more_capacity"]["counted_ms"] == 18.574
     # a larger plan that does not keep every unit of a slower one is taken at its own reading: past is past
     other = _probe("over", 17.400, 330_000, "allocator", plan={"a": [0, 1], "c": [5]})
     assert not _keeps_all_of(other.plan, share.plan)
-    assert _bigger_past_window(share, [share, other], deadline, 1) is share
+    assert _just_past_window(share, [share, other], deadline, 1) is share
     # raised over the deadline, it is no candidate at all
     slow_share = _probe("below", 20.5, 214_546, "uniform", plan={"a": [0, 1, 2, 3], "b": [0, 1]})
     in_window = _probe("met", 19.5, 200_000, "uniform", plan={"z": [0]})
-    assert _bigger_past_window(in_window, [in_window, slow_share, regrown], deadline, 1) is in_window
+    assert _just_past_window(in_window, [in_window, slow_share, regrown], deadline, 1) is in_window
