@@ -185,6 +185,30 @@ def test_where_the_window_falls_between_two_uniform_shares_the_one_meeting_the_d
     assert r["final_latency_ms"]["p50"] == pytest.approx(0.14, rel=0.01)
 
 
+def test_where_the_round_falls_short_a_plan_just_past_the_window_is_fine_tuned_and_ends_the_run(
+        fake_target, tmp_path, monkeypatch):
+    # The same staircase and deadline, with no pair of neighbouring shares straddling the window (as where the
+    # wider share was never measured): round 1's own plan aims halfway and falls short, while the halved model
+    # reads 0.14 ms, just past the 0.1425-0.15 ms window (within twice the slack). That plan is fine-tuned
+    # instead, the round counts as meeting the deadline, and no second round spends the budget again: before
+    # this, benchmark 2 (session 20, seed 2) fine-tuned the halfway plan and pruned twice more.
+    from edgeprune import probing
+
+    monkeypatch.setattr(probing, "window_between", lambda *args, **kwargs: None)
+    r = prune(_cfg(fake_target, tmp_path / "run", 0.15, regrow=False)).report
+    first, accepted = _round_one(r)
+    assert first["threshold"] == pytest.approx(0.5)
+    halfway = [p for p in first["probes"] if p["family"] == "allocator"]
+    assert halfway and all(p["status"] == "below" for p in halfway)  # the round's own plan falls short
+    assert [(p["family"], p["share"], p["status"]) for p in accepted] == [("uniform", 0.5, "over")]
+    near = first["past_window_near_deadline"]
+    assert near["ms"] == pytest.approx(0.14, rel=0.01) and near["instead_of_ms"] > 0.15
+    assert near["params"] < near["instead_of_params"]  # taken for the deadline, not for capacity
+    assert first["constraints"]["latency"] == "met" and first["verdict"] == "done"
+    assert len(r["rounds"]) == 1 and r["best_round"] == 1 and r["deadline_met"]
+    assert r["final_latency_ms"]["p50"] == pytest.approx(0.14, rel=0.01)
+
+
 class ChangesAfterSetup(WholeModelStaircase):
     """The staircase on a machine whose speed changes once the dense model has been read (`factor`): every
     model at once, two timed in one process alike (as a shared machine's load changes between profiler
